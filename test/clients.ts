@@ -1,0 +1,366 @@
+/**
+ * Shared pieces for the interop tests with real MCP clients:
+ * - `approveInBrowser`: the in-process "user" who opens the authorization URL, reads the consent page,
+ *   follows its Approve link and hands back the callback URL the server redirected to;
+ * - `FetchLog`: a fetch wrapper that records what a client sent (OAuth grants, registrations, MCP methods);
+ * - `TestOAuthProvider`: an OAuth client provider for the official SDKs, storing everything in memory and
+ *   counting how often it had to send the user to authorize;
+ * - `describeLazyAuthFlow`: the whole lazy-auth story (public calls, 401, OAuth, retry, silent refresh,
+ *   revocation, re-authorization) as ordered tests, run against any client behind a small adapter.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { startServer, type RunningServer } from "../server.ts";
+
+/** Where the clients say they listen for the callback. Nothing listens: the "user" reads the 302 instead. */
+export const REDIRECT_URL = "http://127.0.0.1:8976/callback";
+/** A Client ID Metadata Document URL: https with a path, as the SDKs require. The server does not fetch it. */
+export const CLIENT_METADATA_URL = "https://client.example/oauth/client.json";
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** A server for one test suite: random port, loopback, silent, short-lived access tokens. */
+export function startTestServer(accessTokenTtlSeconds = 1): Promise<RunningServer> {
+  return startServer({ port: 0, host: "127.0.0.1", log: () => {}, accessTokenTtlSeconds });
+}
+
+// ─── The user ────────────────────────────────────────────────────────────────────────────────────
+
+/** Decodes the character references an HTML attribute value may hold. */
+function decodeHtmlAttribute(value: string): string {
+  const named: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" };
+  return value.replace(/&(#x[0-9a-f]+|#\d+|[a-z]+);/gi, (whole, ref: string) => {
+    if (ref[0] !== "#") return named[ref.toLowerCase()] ?? whole;
+    const code = ref[1] === "x" || ref[1] === "X" ? parseInt(ref.slice(2), 16) : parseInt(ref.slice(1), 10);
+    return String.fromCodePoint(code);
+  });
+}
+
+/** The href of the consent page's `<a id="approve" …>`, resolved against the page URL. */
+export function findApproveLink(html: string, pageUrl: URL): URL {
+  const anchor = /<a\b[^>]*\bid="approve"[^>]*>/i.exec(html)?.[0];
+  assert.ok(anchor, "the consent page has an Approve link");
+  assert.match(anchor, /\brole="button"/, "the Approve link is styled as a button");
+  const href = /\bhref="([^"]*)"/i.exec(anchor)?.[1];
+  assert.ok(href, "the Approve link has an href");
+  return new URL(decodeHtmlAttribute(href), pageUrl);
+}
+
+/**
+ * Plays the user: opens the authorization URL, checks the consent page, clicks Approve, and returns the
+ * URL the server redirected back to (the client's callback with code, state and iss).
+ */
+export async function approveInBrowser(authorizationUrl: URL | string): Promise<URL> {
+  const pageUrl = new URL(authorizationUrl);
+  const page = await fetch(pageUrl, { redirect: "manual" });
+  assert.equal(page.status, 200, "the authorization URL shows a consent page");
+  assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
+  const approve = findApproveLink(await page.text(), pageUrl);
+  const answer = await fetch(approve, { redirect: "manual" });
+  await answer.body?.cancel();
+  assert.equal(answer.status, 302, "approving redirects back to the client");
+  const location = answer.headers.get("location");
+  assert.ok(location, "the redirect has a Location");
+  return new URL(location, approve);
+}
+
+// ─── What the client sent ────────────────────────────────────────────────────────────────────────
+
+export interface Exchange {
+  method: string;
+  url: URL;
+  headers: Headers;
+  body?: string;
+  status: number;
+  /** The parsed JSON answer, for /register only (what the server issued). */
+  json?: unknown;
+}
+
+function bodyText(body: unknown): string | undefined {
+  if (typeof body === "string") return body;
+  if (body instanceof URLSearchParams) return body.toString();
+  return undefined;
+}
+
+/** A fetch that records every request a client makes, for assertions about the wire. */
+export class FetchLog {
+  readonly exchanges: Exchange[] = [];
+
+  readonly fetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    const url = new URL(input instanceof Request ? input.url : input);
+    const method = init?.method ?? (input instanceof Request ? input.method : "GET");
+    const headers = new Headers(input instanceof Request ? input.headers : undefined);
+    new Headers(init?.headers).forEach((value, name) => headers.set(name, value));
+    const response = await fetch(input, init);
+    const exchange: Exchange = { method, url, headers, body: bodyText(init?.body), status: response.status };
+    if (url.pathname === "/register") exchange.json = await response.clone().json().catch(() => undefined);
+    this.exchanges.push(exchange);
+    return response;
+  };
+
+  /** Token requests, as form parameters, in order. */
+  tokenRequests(): { params: URLSearchParams; status: number }[] {
+    return this.exchanges
+      .filter((e) => e.method === "POST" && e.url.pathname === "/token")
+      .map((e) => ({ params: new URLSearchParams(e.body ?? ""), status: e.status }));
+  }
+
+  grants(type: "authorization_code" | "refresh_token") {
+    return this.tokenRequests().filter((r) => r.params.get("grant_type") === type);
+  }
+
+  registrations(): Exchange[] {
+    return this.exchanges.filter((e) => e.method === "POST" && e.url.pathname === "/register");
+  }
+
+  /** JSON-RPC methods POSTed to /mcp, in order. */
+  mcpMethods(): string[] {
+    return this.exchanges
+      .filter((e) => e.method === "POST" && e.url.pathname === "/mcp" && e.body !== undefined)
+      .map((e) => String((JSON.parse(e.body!) as { method?: unknown }).method));
+  }
+
+  paths(): string[] {
+    return this.exchanges.map((e) => `${e.method} ${e.url.pathname}`);
+  }
+}
+
+// ─── An OAuth client provider for the official SDKs ──────────────────────────────────────────────
+
+/**
+ * Everything in memory. Typed by each SDK generation's own token, client-information and
+ * discovery-state types, so the same class satisfies both `OAuthClientProvider` interfaces.
+ */
+export class TestOAuthProvider<Tokens, ClientInfo extends { client_id: string }, Discovery> {
+  /** Every authorization URL the client sent the user to. */
+  readonly authorizationUrls: URL[] = [];
+  readonly clientMetadataUrl?: string;
+  readonly redirectUrl = REDIRECT_URL;
+  lastState?: string;
+  #tokens?: Tokens;
+  #client?: ClientInfo;
+  #verifier?: string;
+  #discovery?: Discovery;
+
+  constructor(options: { clientMetadataUrl?: string } = {}) {
+    if (options.clientMetadataUrl) this.clientMetadataUrl = options.clientMetadataUrl;
+  }
+
+  get clientMetadata() {
+    return {
+      client_name: "Interop test client",
+      redirect_uris: [REDIRECT_URL],
+      grant_types: ["authorization_code", "refresh_token"],
+      response_types: ["code"],
+      token_endpoint_auth_method: "none",
+    };
+  }
+
+  state(): string {
+    this.lastState = randomBytes(16).toString("base64url");
+    return this.lastState;
+  }
+
+  clientInformation(): ClientInfo | undefined {
+    return this.#client;
+  }
+  saveClientInformation(info: ClientInfo): void {
+    this.#client = info;
+  }
+  tokens(): Tokens | undefined {
+    return this.#tokens;
+  }
+  saveTokens(tokens: Tokens): void {
+    this.#tokens = tokens;
+  }
+  redirectToAuthorization(url: URL): void {
+    this.authorizationUrls.push(url);
+  }
+  saveCodeVerifier(verifier: string): void {
+    this.#verifier = verifier;
+  }
+  codeVerifier(): string {
+    assert.ok(this.#verifier, "a code verifier was saved before the code exchange");
+    return this.#verifier;
+  }
+  saveDiscoveryState(state: Discovery): void {
+    this.#discovery = state;
+  }
+  discoveryState(): Discovery | undefined {
+    return this.#discovery;
+  }
+  invalidateCredentials(scope: "all" | "client" | "tokens" | "verifier" | "discovery"): void {
+    if (scope === "all" || scope === "tokens") this.#tokens = undefined;
+    if (scope === "all" || scope === "client") this.#client = undefined;
+    if (scope === "all" || scope === "verifier") this.#verifier = undefined;
+    if (scope === "all" || scope === "discovery") this.#discovery = undefined;
+  }
+
+  /** The client_id the SDK settled on (the metadata-document URL, or the one the server registered). */
+  get clientId(): string | undefined {
+    return this.#client?.client_id;
+  }
+}
+
+/** The text of a tool result; a tool error fails the test. */
+export function toolText(result: unknown): string {
+  const { content, isError } = result as { content?: { type: string; text?: string }[]; isError?: boolean };
+  assert.ok(Array.isArray(content), "a tool result has content");
+  const text = content.filter((block) => block.type === "text").map((block) => block.text).join("\n");
+  assert.notEqual(isError, true, `the tool reported an error: ${text}`);
+  return text;
+}
+
+// ─── The lazy-auth flow, against any client ──────────────────────────────────────────────────────
+
+/** What the flow needs from a client under test. */
+export interface ClientUnderTest {
+  connect(): Promise<void>;
+  toolNames(): Promise<string[]>;
+  /** Calls a no-argument tool and returns its text. */
+  call(name: string): Promise<string>;
+  /** Completes authorization from the callback URL the user was redirected to. */
+  finishAuth(callback: URL): Promise<void>;
+  isUnauthorized(error: unknown): boolean;
+  close(): Promise<void>;
+  /** Whether the client checks the RFC 9207 `iss` of the callback (then tampered and missing iss are tried). */
+  validatesIss?: {
+    withTamperedIss(callback: URL): Promise<void>;
+    withoutIss(callback: URL): Promise<void>;
+  };
+}
+
+export interface ClientContext<Tokens, ClientInfo extends { client_id: string }, Discovery> {
+  mcpUrl: URL;
+  provider: TestOAuthProvider<Tokens, ClientInfo, Discovery>;
+  fetchLog: FetchLog;
+}
+
+export interface FlowOptions<Tokens, ClientInfo extends { client_id: string }, Discovery> {
+  /** Use a Client ID Metadata Document URL as client_id; otherwise register dynamically. */
+  cimd: boolean;
+  /** Builds the client for this server. */
+  makeClient(context: ClientContext<Tokens, ClientInfo, Discovery>): ClientUnderTest;
+  /** Extra checks right after connecting (protocol era, first method sent). */
+  afterConnect?(client: ClientUnderTest, fetchLog: FetchLog): void | Promise<void>;
+}
+
+const SECRET_TEXT = /The secret is: .+/;
+
+/** Declares the lazy-auth flow as ordered tests in a suite; each step builds on the previous one. */
+export function describeLazyAuthFlow<Tokens, ClientInfo extends { client_id: string }, Discovery>(
+  name: string,
+  options: FlowOptions<Tokens, ClientInfo, Discovery>,
+) {
+  describe(name, () => {
+    let srv: RunningServer;
+    let client: ClientUnderTest;
+    const fetchLog = new FetchLog();
+    const provider = new TestOAuthProvider<Tokens, ClientInfo, Discovery>(
+      options.cimd ? { clientMetadataUrl: CLIENT_METADATA_URL } : {},
+    );
+
+    before(async () => {
+      srv = await startTestServer(1);
+      client = options.makeClient({ mcpUrl: new URL(`${srv.url}/mcp`), provider, fetchLog });
+    });
+    after(async () => {
+      await client?.close();
+      await srv?.close();
+    });
+
+    /** Gets a protected tool refused, checks the client sent the user to authorize, approves, finishes. */
+    async function authorizeThroughUnauthorized(tool: string, expectedRedirects: number) {
+      await assert.rejects(client.call(tool), (error) => client.isUnauthorized(error), `${tool} without a valid token is refused`);
+      assert.equal(provider.authorizationUrls.length, expectedRedirects, "the client sent the user to authorize");
+      const authorizationUrl = provider.authorizationUrls.at(-1)!;
+      assert.equal(authorizationUrl.origin + authorizationUrl.pathname, `${srv.url}/authorize`);
+      assert.equal(authorizationUrl.searchParams.get("response_type"), "code");
+      assert.equal(authorizationUrl.searchParams.get("code_challenge_method"), "S256");
+      assert.match(authorizationUrl.searchParams.get("code_challenge") ?? "", /^[A-Za-z0-9_-]{43}$/);
+      assert.equal(authorizationUrl.searchParams.get("resource"), `${srv.url}/mcp`, "RFC 8707 resource is the MCP endpoint");
+      assert.equal(authorizationUrl.searchParams.get("redirect_uri"), REDIRECT_URL);
+
+      const callback = await approveInBrowser(authorizationUrl);
+      assert.equal(callback.origin + callback.pathname, REDIRECT_URL);
+      assert.ok(callback.searchParams.get("code"), "the callback carries a code");
+      assert.equal(callback.searchParams.get("iss"), srv.url, "RFC 9207: the callback names the issuer");
+      assert.equal(callback.searchParams.get("state"), provider.lastState, "the state comes back unchanged");
+      const codeGrantsBefore = fetchLog.grants("authorization_code").length;
+      if (client.validatesIss) {
+        // Neither attempt may reach the token endpoint: the code stays unspent for the real finish below.
+        await assert.rejects(client.validatesIss.withTamperedIss(callback), "a callback with another issuer's iss is rejected");
+        await assert.rejects(client.validatesIss.withoutIss(callback), "a callback without iss is rejected (the server advertises iss)");
+        assert.equal(fetchLog.grants("authorization_code").length, codeGrantsBefore, "no code exchange was attempted");
+      }
+      await client.finishAuth(callback);
+      const grants = fetchLog.grants("authorization_code");
+      assert.equal(grants.length, codeGrantsBefore + 1, "exactly one code exchange");
+      const grant = grants.at(-1)!;
+      assert.equal(grant.status, 200);
+      assert.equal(grant.params.get("client_id"), authorizationUrl.searchParams.get("client_id"), "the token request uses the authorizing client_id");
+      assert.match(grant.params.get("code_verifier") ?? "", /^[A-Za-z0-9._~-]{43,128}$/, "PKCE verifier sent");
+    }
+
+    it("connects and lists the tools without a token", async () => {
+      await client.connect();
+      await options.afterConnect?.(client, fetchLog);
+      const tools = await client.toolNames();
+      for (const tool of ["whoami", "get_secret", "revoke_auth_token"]) assert.ok(tools.includes(tool), `lists ${tool}`);
+      assert.equal(provider.authorizationUrls.length, 0, "no authorization was needed");
+      assert.ok(fetchLog.exchanges.every((e) => !e.headers.has("authorization")), "no token was sent");
+    });
+
+    it("calls the public whoami without a token", async () => {
+      assert.match(await client.call("whoami"), /anonymous/);
+      assert.equal(provider.authorizationUrls.length, 0);
+    });
+
+    it("get_secret meets 401; the client discovers, authorizes (approved by the user) and the retry returns the secret", async () => {
+      await authorizeThroughUnauthorized("get_secret", 1);
+      const paths = fetchLog.paths();
+      assert.ok(paths.some((p) => p.startsWith("GET /.well-known/oauth-protected-resource")), "fetched the protected-resource metadata");
+      assert.ok(paths.includes("GET /.well-known/oauth-authorization-server"), "fetched the authorization-server metadata");
+
+      const clientId = provider.authorizationUrls[0]!.searchParams.get("client_id");
+      if (options.cimd) {
+        assert.equal(clientId, CLIENT_METADATA_URL, "the metadata-document URL is the client_id");
+        assert.equal(fetchLog.registrations().length, 0, "no dynamic registration");
+      } else {
+        const registrations = fetchLog.registrations();
+        assert.equal(registrations.length, 1, "registered once");
+        assert.equal(registrations[0]!.status, 201);
+        const issued = (registrations[0]!.json as { client_id?: string }).client_id;
+        assert.ok(issued, "the server issued a client_id");
+        assert.equal(clientId, issued, "the client uses the client_id the server issued");
+      }
+      assert.equal(provider.clientId, clientId);
+
+      assert.match(await client.call("get_secret"), SECRET_TEXT);
+      assert.match(await client.call("whoami"), /demo-user/, "whoami now sees the signed-in user");
+    });
+
+    it("refreshes an expired access token silently", async () => {
+      const refreshesBefore = fetchLog.grants("refresh_token").length;
+      await sleep(1500); // the access token lives 1 s
+      assert.match(await client.call("get_secret"), SECRET_TEXT);
+      assert.equal(provider.authorizationUrls.length, 1, "no second authorization");
+      const refreshes = fetchLog.grants("refresh_token").slice(refreshesBefore);
+      assert.ok(refreshes.length >= 1, "a refresh_token grant was made");
+      assert.ok(refreshes.every((r) => r.status === 200), "and accepted");
+      assert.equal(refreshes[0]!.params.get("client_id"), provider.clientId, "the refresh names the same client");
+    });
+
+    it("revoke_auth_token ends the session; the next protected call re-authorizes, and that succeeds", async () => {
+      assert.match(await client.call("revoke_auth_token"), /revoked/i);
+      const refreshesBefore = fetchLog.grants("refresh_token").length;
+      await authorizeThroughUnauthorized("get_secret", 2);
+      const refused = fetchLog.grants("refresh_token").slice(refreshesBefore);
+      assert.ok(refused.length >= 1, "the client tried its refresh token first");
+      assert.ok(refused.every((r) => r.status === 400), "the revoked session's refresh token does not work");
+      assert.match(await client.call("get_secret"), SECRET_TEXT);
+      assert.equal(provider.authorizationUrls.length, 2);
+    });
+  });
+}
