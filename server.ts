@@ -124,14 +124,13 @@ function rememberUntil(map: Map<string, ReturnType<typeof setTimeout>>, key: str
 class StoreUnavailable extends Error {}
 
 function failClosed(store: SingleUseStore): SingleUseStore {
-  const guard = <T>(promise: Promise<T>) =>
-    promise.catch((error: unknown) => {
-      throw new StoreUnavailable(String(error));
-    });
+  const guard = <T>(call: () => Promise<T>) => Promise.resolve().then(call).catch((error: unknown) => {
+    throw new StoreUnavailable(String(error));
+  });
   return {
-    spendOnce: (id, expiresAt) => guard(store.spendOnce(id, expiresAt)),
-    revokeSession: (sid, expiresAt) => guard(store.revokeSession(sid, expiresAt)),
-    isRevoked: (sid) => guard(store.isRevoked(sid)),
+    spendOnce: (id, expiresAt) => guard(() => store.spendOnce(id, expiresAt)),
+    revokeSession: (sid, expiresAt) => guard(() => store.revokeSession(sid, expiresAt)),
+    isRevoked: (sid) => guard(() => store.isRevoked(sid)),
   };
 }
 
@@ -159,9 +158,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   function baseUrl(req: IncomingMessage): string {
     if (config.publicUrl) return config.publicUrl;
     const host = req.headers.host ?? "";
-    return isLoopbackHost(new URL(`http://${host}`).hostname) && /^[\w.[\]:-]+$/.test(host)
-      ? `http://${host}`
-      : `http://localhost:${listeningPort}`;
+    const hostname = /^[\w.[\]:-]+$/.test(host) && URL.canParse(`http://${host}`) ? new URL(`http://${host}`).hostname : "";
+    return isLoopbackHost(hostname) ? `http://${host}` : `http://localhost:${listeningPort}`;
   }
 
   function sign(kind: TokenKind, issuer: string, claims: JWTPayload, ttlSeconds?: number): Promise<string> {
@@ -197,16 +195,12 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   async function authorize(req: IncomingMessage, res: ServerResponse, query: URLSearchParams) {
     const base = baseUrl(req);
     const param = (name: string) => query.get(name) ?? undefined;
-    for (const name of new Set(query.keys())) {
-      // RFC 6749 §3.1: a parameter sent twice is ambiguous, so it is an error.
-      if (query.getAll(name).length > 1) return oauthError(res, 400, "invalid_request", `${name} is repeated`);
-    }
+    const repeated = repeatedName(query);
+    if (repeated) return oauthError(res, 400, "invalid_request", `${repeated} is repeated`);
     const clientId = param("client_id");
     if (!clientId) return oauthError(res, 400, "invalid_request", "client_id is required");
     const client = await identifyClient(clientId);
-    if (!client) {
-      return oauthError(res, 400, "invalid_client", "client_id must be registered at /register or be a Client ID Metadata Document URL");
-    }
+    if (!client) return oauthError(res, 400, "invalid_client", "client_id must be registered at /register or be a Client ID Metadata Document URL");
 
     // redirect_uri: required, https or loopback http, no fragment (OAuth 2.1 §2.3.1, RFC 8252 §7.3);
     // a registered client may only use what it registered.
@@ -219,9 +213,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     }
 
     // Only the authorization-code flow exists here (OAuth 2.1 §4.1.1: the implicit flow is gone).
-    if (param("response_type") !== "code") {
-      return oauthError(res, 400, "unsupported_response_type", "response_type must be code");
-    }
+    if (param("response_type") !== "code") return oauthError(res, 400, "unsupported_response_type", "response_type must be code");
 
     // PKCE is mandatory, S256 only (OAuth 2.1 §4.1.1, RFC 7636 §4.2): a code issued without a challenge
     // could be redeemed by whoever intercepts it; `plain` would hand the verifier to that same person.
@@ -235,9 +227,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
 
     // resource names the server the token is for (RFC 8707 §2): only this one can be asked for.
     const resource = param("resource");
-    if (resource !== undefined && resource !== `${base}/mcp`) {
-      return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
-    }
+    if (resource !== undefined && resource !== `${base}/mcp`) return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
     const scope = param("scope") ?? SCOPE;
     if (scope.split(" ").some((s) => s !== SCOPE)) return oauthError(res, 400, "invalid_scope", `the only scope is "${SCOPE}"`);
     const state = param("state");
@@ -254,7 +244,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       const approve = new URL(`${base}/authorize?${query}`);
       approve.searchParams.set("approved", "1");
       const deny = back({ error: "access_denied", error_description: "The user denied the request" });
-      return sendHtml(res, consentPage({ client: client.name, scope, redirectUri, resource, approve: approve.href, deny }));
+      const page = consentPage({ client: client.name, scope, redirectUri, resource, approve: approve.href, deny });
+      return send(res, 200, "text/html; charset=utf-8", page, { "cache-control": "no-store" });
     }
 
     // The code is the authorization request itself, signed, with its own jti (single use, see /token).
@@ -267,17 +258,17 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
 
   /** A client is either a signed DCR client_id (its redirect URIs inside) or a metadata-document URL. */
   async function identifyClient(clientId: string): Promise<{ name: string; redirectUris?: string[] } | undefined> {
-    const registered = await verify("client", clientId, undefined); // any issuer: the key alone proves it is ours
-    if (registered && Array.isArray(registered.redirect_uris)) {
-      const name = typeof registered.client_name === "string" ? registered.client_name : "registered client";
-      return { name, redirectUris: registered.redirect_uris.filter((uri) => typeof uri === "string") };
-    }
     // Client ID Metadata Document: an https URL with a path (or loopback http, for local tests).
     // Demo only: a real server fetches the document and requires redirect_uri to be listed in it.
-    const url = URL.canParse(clientId) ? new URL(clientId) : undefined;
-    const isDocumentUrl = url && url.pathname !== "/" && !url.hash &&
-      (url.protocol === "https:" || (url.protocol === "http:" && isLoopbackHost(url.hostname)));
-    return isDocumentUrl ? { name: clientId } : undefined;
+    if (URL.canParse(clientId)) {
+      const url = new URL(clientId);
+      const secure = url.protocol === "https:" || (url.protocol === "http:" && isLoopbackHost(url.hostname));
+      return secure && url.pathname !== "/" && !url.hash ? { name: clientId } : undefined;
+    }
+    const registered = await verify("client", clientId, undefined); // any issuer: the key alone proves it is ours
+    if (!registered || !Array.isArray(registered.redirect_uris)) return undefined;
+    const name = typeof registered.client_name === "string" ? registered.client_name : "registered client";
+    return { name, redirectUris: registered.redirect_uris.filter((uri) => typeof uri === "string") };
   }
 
 
@@ -367,13 +358,11 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     if (params.redirect_uri !== undefined && params.redirect_uri !== code.redirect_uri) {
       return oauthError(res, 400, "invalid_grant", "redirect_uri does not match the authorization request");
     }
-    if (params.resource !== undefined && params.resource !== `${base}/mcp`) {
-      return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
-    }
+    if (params.resource !== undefined && params.resource !== `${base}/mcp`) return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
 
     const scope = typeof code.scope === "string" ? code.scope : SCOPE;
     const sessionExpiresAt = nowSeconds() + config.refreshTtl; // absolute: rotation never extends it
-    log(`[oauth] code exchanged by ${params.client_id}, session ${sid}`);
+    log(`[oauth] code exchanged: session ${sid} started`);
     return issueTokens(res, base, { sid, client_id: params.client_id, scope }, sessionExpiresAt);
   }
 
@@ -389,12 +378,10 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     }
     if (params.client_id !== old.client_id) return oauthError(res, 400, "invalid_grant", "refresh_token was issued to another client");
     if (await store.isRevoked(old.sid)) return oauthError(res, 400, "invalid_grant", "the session was revoked");
+    if (params.resource !== undefined && params.resource !== `${base}/mcp`) return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
     if (!(await store.spendOnce(old.jti, old.exp))) {
       await revokeSession(old.sid, nowSeconds(), "refresh token reused");
       return oauthError(res, 400, "invalid_grant", "refresh_token was already used; its session is revoked");
-    }
-    if (params.resource !== undefined && params.resource !== `${base}/mcp`) {
-      return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
     }
     log(`[oauth] tokens refreshed for session ${old.sid}`);
     const scope = typeof old.scope === "string" ? old.scope : SCOPE;
@@ -421,16 +408,10 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
       }
       return json as Record<string, string>;
     }
-    if (!/^application\/x-www-form-urlencoded\s*(;|$)/i.test(contentType ?? "")) {
-      return "Content-Type must be application/x-www-form-urlencoded";
-    }
+    if (!/^application\/x-www-form-urlencoded\s*(;|$)/i.test(contentType ?? "")) return "Content-Type must be application/x-www-form-urlencoded";
     const form = new URLSearchParams(body);
-    const seen = new Set<string>();
-    for (const name of form.keys()) {
-      if (seen.has(name)) return `${name} is repeated`; // RFC 6749 §3.2: parameters must not repeat
-      seen.add(name);
-    }
-    return Object.fromEntries(form);
+    const repeated = repeatedName(form);
+    return repeated ? `${repeated} is repeated` : Object.fromEntries(form);
   }
 
   // ─── /register ─────────────────────────────────────────────────────────────────────────────────
@@ -485,29 +466,19 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   function authorizationServerMetadata(req: IncomingMessage, res: ServerResponse) {
     const base = baseUrl(req);
     sendJson(res, 200, {
-      issuer: base,
-      authorization_endpoint: `${base}/authorize`,
-      token_endpoint: `${base}/token`,
-      registration_endpoint: `${base}/register`,
-      scopes_supported: [SCOPE],
-      response_types_supported: ["code"],
-      grant_types_supported: ["authorization_code", "refresh_token"],
-      code_challenge_methods_supported: ["S256"],
-      token_endpoint_auth_methods_supported: ["none"],
-      client_id_metadata_document_supported: true,
-      authorization_response_iss_parameter_supported: true, // RFC 9207
+      issuer: base, authorization_endpoint: `${base}/authorize`, token_endpoint: `${base}/token`, registration_endpoint: `${base}/register`,
+      scopes_supported: [SCOPE], response_types_supported: ["code"], grant_types_supported: ["authorization_code", "refresh_token"],
+      code_challenge_methods_supported: ["S256"], // PKCE, S256 only
+      token_endpoint_auth_methods_supported: ["none"], // public clients: PKCE, not a secret, proves who redeems a code
+      client_id_metadata_document_supported: true, // a client_id may be the URL of the client's metadata document
+      authorization_response_iss_parameter_supported: true, // RFC 9207: `iss` on every authorization response
     });
   }
 
   /** RFC 9728 §3: the MCP endpoint is the protected resource, and this server is its authorization server. */
   function protectedResourceMetadata(req: IncomingMessage, res: ServerResponse) {
     const base = baseUrl(req);
-    sendJson(res, 200, {
-      resource: `${base}/mcp`,
-      authorization_servers: [base],
-      scopes_supported: [SCOPE],
-      bearer_methods_supported: ["header"],
-    });
+    sendJson(res, 200, { resource: `${base}/mcp`, authorization_servers: [base], scopes_supported: [SCOPE], bearer_methods_supported: ["header"] });
   }
 
   // ─── /mcp ──────────────────────────────────────────────────────────────────────────────────────
@@ -522,6 +493,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   const PROTECTED_TOOLS = new Set(["get_secret", "revoke_auth_token"]);
   const HANDSHAKE_VERSIONS = ["2025-11-25", "2025-06-18", "2025-03-26"];
   const MODERN_VERSION = "2026-07-28";
+  const ALL_VERSIONS = [MODERN_VERSION, ...HANDSHAKE_VERSIONS];
   const META_VERSION = "io.modelcontextprotocol/protocolVersion";
   const META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities";
   type Rejection = { code: number; message: string; data?: unknown };
@@ -555,7 +527,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     // The lazy-auth gate. It reads the JSON-RPC body — the method and the tool name — because that is
     // what will run; only a protected tool asks for a token, so discovery and public tools stay open.
     const base = baseUrl(req);
-    const caller = await authenticate(req, base);
+    const caller = method === "tools/call" ? await authenticate(req, base) : { tokenSent: false };
     if (method === "tools/call" && typeof params.name === "string" && PROTECTED_TOOLS.has(params.name) && !caller.claims) {
       // RFC 9728 §5.1: the challenge names where discovery starts; RFC 6750 §3: invalid_token when a
       // token was sent but did not count.
@@ -579,15 +551,15 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     if (typeof requested !== "string" || !isObject(meta[META_CAPABILITIES])) {
       return { code: -32602, message: `Invalid params: _meta must carry ${META_VERSION} and ${META_CAPABILITIES}` };
     }
-    if (header !== requested) return { code: -32020, message: `Header mismatch: MCP-Protocol-Version is ${JSON.stringify(header)}, the body says ${requested}` };
+    if (header !== requested) return { code: -32020, message: `Header mismatch: MCP-Protocol-Version is ${quote(header)}, the body says ${quote(requested)}` };
     if (requested !== MODERN_VERSION) {
-      return { code: -32022, message: "Unsupported protocol version", data: { supported: [MODERN_VERSION, ...HANDSHAKE_VERSIONS], requested } };
+      return { code: -32022, message: "Unsupported protocol version", data: { supported: ALL_VERSIONS, requested } };
     }
     const methodHeader = req.headers["mcp-method"];
-    if (methodHeader !== method) return { code: -32020, message: `Header mismatch: Mcp-Method is ${JSON.stringify(methodHeader)}, the body calls ${method}` };
+    if (methodHeader !== method) return { code: -32020, message: `Header mismatch: Mcp-Method is ${quote(methodHeader)}, the body calls ${quote(method)}` };
     const nameHeader = decodeHeaderValue(req.headers["mcp-name"]);
     if (method === "tools/call" && nameHeader !== params.name) {
-      return { code: -32020, message: `Header mismatch: Mcp-Name is ${JSON.stringify(nameHeader)}, the body names ${JSON.stringify(params.name)}` };
+      return { code: -32020, message: `Header mismatch: Mcp-Name is ${quote(nameHeader)}, the body names ${quote(params.name)}` };
     }
     return undefined;
   }
@@ -596,7 +568,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   function checkHandshakeRequest(req: IncomingMessage): Rejection | undefined {
     const header = req.headers["mcp-protocol-version"];
     if (header === undefined || HANDSHAKE_VERSIONS.includes(String(header))) return undefined;
-    return { code: -32022, message: "Unsupported protocol version", data: { supported: [MODERN_VERSION, ...HANDSHAKE_VERSIONS], requested: header } };
+    return { code: -32022, message: "Unsupported protocol version", data: { supported: ALL_VERSIONS, requested: header } };
   }
 
   /** An access token counts only if signature, typ, issuer, audience, expiry and session all check out. */
@@ -614,39 +586,28 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   async function answer(method: string, params: Record<string, unknown>, claims: JWTPayload | undefined, modern: boolean): Promise<Outcome> {
     // The tool list is the same for every caller and fixed for the life of the process: a modern client
     // may cache it (and the discover answer) for a minute, shared across users.
-    const cacheHint = { ttlMs: 60_000, cacheScope: "public" };
-    switch (modern ? `modern ${method}` : method) {
-      case "modern server/discover":
-        return { result: {
-          supportedVersions: [MODERN_VERSION, ...HANDSHAKE_VERSIONS], capabilities: { tools: {} }, instructions: INSTRUCTIONS,
-          ...cacheHint, _meta: { "io.modelcontextprotocol/serverInfo": SERVER_INFO },
-        } };
-      case "initialize": {
-        const asked = params.protocolVersion;
-        if (typeof asked !== "string") return { error: { code: -32602, message: "Invalid params: protocolVersion is required" } };
-        // Version negotiation: echo the client's version when supported, else offer the newest we speak.
-        const protocolVersion = HANDSHAKE_VERSIONS.includes(asked) ? asked : HANDSHAKE_VERSIONS[0];
-        return { result: { protocolVersion, capabilities: { tools: {} }, serverInfo: SERVER_INFO, instructions: INSTRUCTIONS } };
-      }
-      case "ping":
-      case "modern ping":
-        return { result: {} };
-      case "tools/list":
-        return { result: { tools: TOOLS } };
-      case "modern tools/list":
-        return { result: { tools: TOOLS, ...cacheHint } };
-      case "tools/call":
-      case "modern tools/call":
-        return callTool(params, claims);
-      default:
-        return { error: { code: -32601, message: `Method not found: ${method}` } };
+    const cacheHint = modern && { ttlMs: 60_000, cacheScope: "public" };
+    if (method === "server/discover" && modern) {
+      const serverInfo = { "io.modelcontextprotocol/serverInfo": SERVER_INFO };
+      return { result: { supportedVersions: ALL_VERSIONS, capabilities: { tools: {} }, instructions: INSTRUCTIONS, ...cacheHint, _meta: serverInfo } };
     }
+    if (method === "initialize" && !modern) { // the 2025 handshake; 2026-07-28 has none
+      const asked = params.protocolVersion;
+      if (typeof asked !== "string") return { error: { code: -32602, message: "Invalid params: protocolVersion is required" } };
+      // Version negotiation: echo the client's version when supported, else offer the newest we speak.
+      const protocolVersion = HANDSHAKE_VERSIONS.includes(asked) ? asked : HANDSHAKE_VERSIONS[0];
+      return { result: { protocolVersion, capabilities: { tools: {} }, serverInfo: SERVER_INFO, instructions: INSTRUCTIONS } };
+    }
+    if (method === "ping") return { result: {} };
+    if (method === "tools/list") return { result: { tools: TOOLS, ...cacheHint } };
+    if (method === "tools/call") return callTool(params, claims);
+    return { error: { code: -32601, message: `Method not found: ${method}` } };
   }
 
   async function callTool(params: Record<string, unknown>, claims: JWTPayload | undefined): Promise<Outcome> {
     const { name, arguments: args = {} } = params;
     if (typeof name !== "string" || !TOOLS.some((tool) => tool.name === name)) {
-      return { error: { code: -32602, message: `Invalid params: unknown tool ${JSON.stringify(name)}` } };
+      return { error: { code: -32602, message: `Invalid params: unknown tool ${quote(name)}` } };
     }
     if (!isObject(args) || Object.keys(args).length > 0) return { error: { code: -32602, message: "Invalid params: this tool takes no arguments" } };
     const text = (value: string) => ({ result: { content: [{ type: "text", text: value }], isError: false } });
@@ -661,7 +622,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
 
   type Handler = (req: IncomingMessage, res: ServerResponse, query: URLSearchParams, body: string) => Promise<void> | void;
   const routes: Record<string, Record<string, Handler>> = {
-    "/": { GET: (req, res) => sendText(res, landingText(baseUrl(req))) },
+    "/": { GET: (req, res) => send(res, 200, "text/plain; charset=utf-8", landingText(baseUrl(req))) },
     "/.well-known/oauth-authorization-server": { GET: authorizationServerMetadata },
     "/.well-known/oauth-protected-resource": { GET: protectedResourceMetadata },
     "/.well-known/oauth-protected-resource/mcp": { GET: protectedResourceMetadata },
@@ -679,16 +640,12 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     res.setHeader("access-control-allow-origin", "*");
     res.setHeader("access-control-expose-headers", "WWW-Authenticate");
     if (req.method === "OPTIONS") {
-      res.writeHead(204, {
-        "access-control-allow-methods": "GET, POST, OPTIONS",
-        "access-control-allow-headers": "authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id, mcp-method, mcp-name",
-        "access-control-max-age": "86400",
-      });
-      return void res.end();
+      const allowHeaders = "authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id, mcp-method, mcp-name";
+      return void res.writeHead(204, { "access-control-allow-methods": "GET, POST, OPTIONS", "access-control-allow-headers": allowHeaders }).end();
     }
-    const handlers = routes[path];
+    const handlers = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (!handlers) return httpError(res, path, 404, "not_found", `Nothing at ${path}`);
-    const handler = handlers[req.method ?? ""];
+    const handler = Object.hasOwn(handlers, req.method ?? "") ? handlers[req.method ?? ""] : undefined;
     if (!handler) {
       const allow = Object.keys(handlers).join(", ");
       return httpError(res, path, 405, "method_not_allowed", `${path} answers ${allow} only`, { allow });
@@ -737,7 +694,8 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     server,
     close: () => new Promise<void>((resolve) => {
       server.close(() => resolve());
-      server.closeAllConnections();
+      server.closeIdleConnections(); // requests in flight may finish; one still stuck after a second is cut
+      setTimeout(() => server.closeAllConnections(), 1000).unref();
     }),
   };
 }
@@ -749,49 +707,35 @@ const SERVER_INFO = { name: "lazy-auth-example", version: "0.1.0" };
 const SECRET = "lazy auth works"; // what get_secret guards
 const INSTRUCTIONS = "whoami is public. get_secret and revoke_auth_token need you to sign in: calling one starts OAuth.";
 
-function landingText(base: string): string {
-  return `Lazy-auth MCP server
-
-MCP endpoint:        ${base}/mcp   (Streamable HTTP; MCP 2025-03-26 to 2026-07-28)
-Resource metadata:   ${base}/.well-known/oauth-protected-resource/mcp
-AS metadata:         ${base}/.well-known/oauth-authorization-server
-OAuth endpoints:     ${base}/authorize  ${base}/token  ${base}/register
-
-Tools: whoami (public), get_secret (protected), revoke_auth_token (protected)
+const landingText = (base: string) => `Lazy-auth MCP server
+  MCP endpoint (Streamable HTTP, MCP 2025-03-26 to 2026-07-28): ${base}/mcp
+  Discovery: ${base}/.well-known/oauth-protected-resource/mcp, ${base}/.well-known/oauth-authorization-server
+  OAuth: ${base}/authorize ${base}/token ${base}/register
+  Tools: whoami (public), get_secret and revoke_auth_token (protected)
 `;
-}
 
 /** Reads a request body up to `limit` bytes; undefined when it is larger. */
 function readBody(req: IncomingMessage, limit: number): Promise<string | undefined> {
+  if (Number(req.headers["content-length"]) > limit) return Promise.resolve(undefined);
   return new Promise((resolve, reject) => {
-    if (Number(req.headers["content-length"]) > limit) return resolve(undefined);
     const chunks: Buffer[] = [];
     let size = 0;
     req.on("data", (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limit) {
-        req.removeAllListeners("data");
-        req.pause();
-        return resolve(undefined);
-      }
-      chunks.push(chunk);
+      if (size <= limit) return void chunks.push(chunk);
+      req.removeAllListeners("data").pause(); // stop buffering; the 413 closes the connection
+      resolve(undefined);
     });
     req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
     req.on("error", reject);
   });
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
-  res.writeHead(status, { "content-type": "application/json", ...headers }).end(JSON.stringify(body));
+function send(res: ServerResponse, status: number, type: string, body: string, headers: Record<string, string> = {}) {
+  res.writeHead(status, { "content-type": type, ...headers }).end(body);
 }
-
-function sendText(res: ServerResponse, text: string) {
-  res.writeHead(200, { "content-type": "text/plain; charset=utf-8" }).end(text);
-}
-
-function sendHtml(res: ServerResponse, html: string) {
-  res.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" }).end(html);
-}
+const sendJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) =>
+  send(res, status, "application/json", JSON.stringify(body), headers);
 
 /** Every JSON-RPC error has one shape: {jsonrpc, id, error: {code, message, data?}}. */
 function rpcError(res: ServerResponse, status: number, id: unknown, code: number, message: string, headers: Record<string, string> = {}, data?: unknown) {
@@ -802,64 +746,50 @@ function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {
-    return undefined;
+    return undefined; // not JSON: callers answer with their own error shape
   }
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function isJson(contentType: string | undefined): boolean {
-  return /^application\/json\s*(;|$)/i.test(contentType ?? "");
-}
-
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
+const isJson = (contentType: string | undefined) => /^application\/json\s*(;|$)/i.test(contentType ?? "");
 /** Absent, or an array holding only allowed strings. */
-function isSubset(value: unknown, allowed: string[]): boolean {
-  return value === undefined || (Array.isArray(value) && value.every((item) => allowed.includes(item)));
-}
+const isSubset = (value: unknown, allowed: string[]) => value === undefined || (Array.isArray(value) && value.every((item) => allowed.includes(item)));
+const isLoopbackHost = (hostname: string) => /^(localhost|127(\.\d{1,3}){3}|\[::1\]|::1)$/.test(hostname);
+/** Client input echoed in an error message: strings quoted and cut short, anything else only named. */
+const quote = (value: unknown) => (typeof value === "string" ? JSON.stringify(value.slice(0, 100)) : `(${typeof value})`);
+const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-function isLoopbackHost(hostname: string): boolean {
-  return hostname === "localhost" || hostname === "[::1]" || hostname === "::1" || /^127(\.\d{1,3}){3}$/.test(hostname);
+/** RFC 6749 §3.1, §3.2: a parameter sent twice is ambiguous, so requests must not repeat one. */
+function repeatedName(params: URLSearchParams): string | undefined {
+  const names = [...params.keys()];
+  return names.find((name, index) => names.indexOf(name) !== index);
 }
 
 /** PKCE S256 (RFC 7636 §4.2): base64url(SHA-256(verifier)). */
-function s256(verifier: string): string {
-  return createHash("sha256").update(verifier).digest("base64url");
-}
+const s256 = (verifier: string) => createHash("sha256").update(verifier).digest("base64url");
 
 /** Constant-time comparison, so response timing does not reveal how much of a secret matched. */
 function sameString(a: string, b: string): boolean {
-  const left = Buffer.from(a);
-  const right = Buffer.from(b);
+  const [left, right] = [Buffer.from(a), Buffer.from(b)];
   return left.length === right.length && timingSafeEqual(left, right);
-}
-
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
 /** MCP headers carry non-ASCII values as =?base64?…?= (2026-07-28 transport); decode before comparing. */
 function decodeHeaderValue(value: string | string[] | undefined): string | undefined {
-  if (typeof value !== "string") return undefined;
-  const encoded = /^=\?base64\?([A-Za-z0-9+/=]*)\?=$/.exec(value)?.[1];
-  return encoded === undefined ? value : Buffer.from(encoded, "base64").toString("utf8");
+  const encoded = typeof value === "string" ? /^=\?base64\?([A-Za-z0-9+/=]*)\?=$/.exec(value)?.[1] : undefined;
+  return encoded === undefined ? (typeof value === "string" ? value : undefined) : Buffer.from(encoded, "base64").toString("utf8");
 }
 
 // Started directly (`tsx server.ts`, `deno run server.ts`) rather than imported? Deno says so with
 // import.meta.main; under Node, compare the script path with this module's own.
 const isEntryPoint = (import.meta as ImportMeta & { main?: boolean }).main ?? process.argv[1] === fileURLToPath(import.meta.url);
 if (isEntryPoint) {
-  startServer().then(
-    (running) => {
-      console.log(landingText(process.env.PUBLIC_URL ?? running.url.replace("127.0.0.1", "localhost")));
-      const stop = () => void running.close().then(() => process.exit(0));
-      process.once("SIGINT", stop);
-      process.once("SIGTERM", stop);
-    },
-    (error: unknown) => {
-      console.error(error instanceof ConfigError ? error.message : `Could not start: ${String(error)}`);
-      process.exit(1);
-    },
-  );
+  startServer().then((running) => {
+    console.log(landingText(process.env.PUBLIC_URL ?? running.url.replace("127.0.0.1", "localhost")));
+    const stop = () => void running.close().then(() => process.exit(0));
+    process.once("SIGINT", stop).once("SIGTERM", stop); // graceful: finish in-flight requests, then exit
+  }, (error: unknown) => {
+    console.error(error instanceof ConfigError ? error.message : `Could not start: ${String(error)}`);
+    process.exit(1);
+  });
 }
