@@ -245,7 +245,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       approve.searchParams.set("approved", "1");
       const deny = back({ error: "access_denied", error_description: "The user denied the request" });
       const page = consentPage({ client: client.name, scope, redirectUri, resource, approve: approve.href, deny });
-      return send(res, 200, "text/html; charset=utf-8", page, { "cache-control": "no-store" });
+      // No framing: a page that approves in one click must not sit invisibly under another site's button.
+      const noFraming = { "x-frame-options": "DENY", "content-security-policy": "frame-ancestors 'none'" };
+      return send(res, 200, "text/html; charset=utf-8", page, { "cache-control": "no-store", ...noFraming });
     }
 
     // The code is the authorization request itself, signed, with its own jti (single use, see /token).
@@ -291,7 +293,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       a.protocol === b.protocol && a.hostname === b.hostname && a.pathname === b.pathname && a.search === b.search;
   }
 
-  /** Two plain links styled as buttons: no JavaScript needed in any popup or embedded browser. */
+  /**
+   * Two plain links styled as buttons, so consent works without JavaScript in any popup or embedded
+   * browser; where scripts run, Space activates them as it would a button. Every echoed value is escaped.
+   */
   function consentPage(view: { client: string; scope: string; redirectUri: string; resource?: string; approve: string; deny: string }) {
     const e = escapeHtml;
     return `<!doctype html>
