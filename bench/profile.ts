@@ -1,0 +1,211 @@
+// CPU profile of this server under the full-flow load.
+//
+//   tsx bench/profile.ts [seconds=10] [--keep]
+//
+// Starts `node --import tsx --cpu-prof server.ts`, drives the same flow load as the bench
+// (16 concurrent clients: authorize → token → protected tools/call), stops the server with
+// SIGTERM (it writes the profile on its graceful exit) and prints where its CPU time went:
+// self time by function, by origin (server.ts, jose, node internals, GC, ...), and the
+// inclusive time of the functions defined in server.ts. With --keep the .cpuprofile is kept
+// (load it in Chrome DevTools or any cpuprofile viewer).
+
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { HttpConnection } from "./http-client.ts";
+import { oneFlow, runWindow } from "./load.ts";
+
+const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.dirname(BENCH_DIR);
+const HOST = "127.0.0.1";
+const SECONDS = Number(process.argv.slice(2).find((a) => /^\d+(\.\d+)?$/.test(a)) ?? 10);
+const KEEP = process.argv.includes("--keep");
+
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+  columnNumber: number;
+}
+interface ProfileNode {
+  id: number;
+  callFrame: CallFrame;
+  children?: number[];
+}
+interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+  startTime: number;
+  endTime: number;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once("error", reject);
+    s.listen(0, HOST, () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+function origin(url: string, fn: string): string {
+  if (!url) {
+    if (fn === "(garbage collector)") return "GC";
+    if (fn === "(idle)") return "idle";
+    if (fn === "(program)") return "V8/native (program)";
+    return "native";
+  }
+  if (url.endsWith("/server.ts")) return "server.ts";
+  const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
+  if (m) return m[1];
+  if (url.startsWith("node:")) {
+    const sub = url.slice(5).split("/")[1] ?? url.slice(5);
+    return `node:${sub.startsWith("internal") ? url.slice(5).split("/").slice(0, 2).join("/") : url.slice(5)}`;
+  }
+  return url;
+}
+
+const shortUrl = (url: string) =>
+  url.replace(/^file:\/\//, "").replace(ROOT + "/", "").replace(/^.*node_modules\//, "");
+
+// tsx hands V8 whitespace-minified code, so profile line numbers do not match server.ts:
+// functions of server.ts are located by name in the source instead.
+const serverSource = fs.existsSync(path.join(ROOT, "server.ts")) ? fs.readFileSync(path.join(ROOT, "server.ts"), "utf8").split("\n") : [];
+const lineCache = new Map<string, string>();
+function serverLine(name: string): string {
+  if (!name) return "?";
+  const hit = lineCache.get(name);
+  if (hit) return hit;
+  const esc = name.replace(/[$]/g, "\\$");
+  const patterns = [
+    new RegExp(`function\\s+${esc}\\b`),
+    new RegExp(`\\b(const|let|var)\\s+${esc}\\s*=`),
+    new RegExp(`^\\s*(static\\s+)?(async\\s+)?(get\\s+)?#?${esc}\\s*\\(`),
+    new RegExp(`\\b${esc}\\s*[:=]\\s*(async\\s*)?\\(`),
+  ];
+  let found = "?";
+  for (const re of patterns) {
+    const i = serverSource.findIndex((l) => re.test(l));
+    if (i >= 0) {
+      found = String(i + 1);
+      break;
+    }
+  }
+  lineCache.set(name, found);
+  return found;
+}
+
+function analyse(p: CpuProfile, flows: number): string {
+  const byId = new Map<number, ProfileNode>();
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) {
+    byId.set(n.id, n);
+    for (const c of n.children ?? []) parent.set(c, n.id);
+  }
+  const self = new Map<number, number>(); // µs per node
+  for (let i = 0; i < p.samples.length; i++) self.set(p.samples[i], (self.get(p.samples[i]) ?? 0) + (p.timeDeltas[i] ?? 0));
+  let total = 0;
+  let idle = 0;
+  for (const [id, us] of self) {
+    total += us;
+    if (byId.get(id)!.callFrame.functionName === "(idle)") idle += us;
+  }
+  const busy = total - idle;
+
+  const fnKey = (cf: CallFrame) =>
+    `${cf.functionName || "(anonymous)"}  ${shortUrl(cf.url)}` +
+    (cf.url.endsWith("/server.ts")
+      ? cf.functionName
+        ? `:${serverLine(cf.functionName)}`
+        : ` (generated code ${cf.lineNumber + 1}:${cf.columnNumber + 1})`
+      : cf.url
+        ? `:${cf.lineNumber + 1}`
+        : "");
+  const selfByFn = new Map<string, number>();
+  const selfByOrigin = new Map<string, number>();
+  // inclusive time of server.ts functions: each sample counts once per distinct function on its stack
+  const inclusiveServer = new Map<string, number>();
+  for (const [id, us] of self) {
+    const cf = byId.get(id)!.callFrame;
+    if (cf.functionName === "(idle)") continue;
+    selfByFn.set(fnKey(cf), (selfByFn.get(fnKey(cf)) ?? 0) + us);
+    const o = origin(cf.url, cf.functionName);
+    selfByOrigin.set(o, (selfByOrigin.get(o) ?? 0) + us);
+    const seen = new Set<string>();
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      const f = byId.get(cur)!.callFrame;
+      if (!f.url.endsWith("/server.ts")) continue;
+      const k = fnKey(f);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      inclusiveServer.set(k, (inclusiveServer.get(k) ?? 0) + us);
+    }
+  }
+  const pct = (us: number) => `${((100 * us) / busy).toFixed(1).padStart(5)}%`;
+  const top = (m: Map<string, number>, n: number) =>
+    [...m.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n)
+      .map(([k, us]) => `  ${pct(us)}  ${(us / flows).toFixed(1).padStart(7)} µs/flow  ${k}`);
+  return [
+    `profile: ${((p.endTime - p.startTime) / 1e6).toFixed(1)} s wall, ${(busy / 1000).toFixed(0)} ms on CPU in the main thread ` +
+      `= ${(busy / flows).toFixed(0)} µs per flow (idle excluded; start-up included; % of busy time)`,
+    "",
+    "self time by origin:",
+    ...top(selfByOrigin, 15),
+    "",
+    "self time by function (top 30):",
+    ...top(selfByFn, 30),
+    "",
+    "inclusive time of server.ts functions (top 20):",
+    ...top(inclusiveServer, 20),
+  ].join("\n");
+}
+
+async function main(): Promise<void> {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lazy-auth-prof-"));
+  const child = spawn(process.execPath, ["--import", "tsx", "--cpu-prof", `--cpu-prof-dir=${dir}`, "server.ts"], {
+    cwd: ROOT,
+    env: { ...process.env, PORT: String(port), JWT_SECRET: "bench-only-secret-0123456789abcdefghijklmnopqrstuvwxyz" },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  const t0 = performance.now();
+  for (;;) {
+    const c = new HttpConnection(HOST, port);
+    try {
+      if ((await c.request("GET", "/.well-known/oauth-authorization-server")).status === 200) break;
+    } catch {
+      /* not up yet */
+    } finally {
+      c.close();
+    }
+    if (performance.now() - t0 > 20000) throw new Error("server did not start");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const op = (conn: HttpConnection, n: number) => oneFlow(conn, { host: HOST, port, scope: "mcp" }, n);
+  const w = await runWindow(HOST, port, 16, SECONDS, op, false);
+  process.stderr.write(`profile: ${w.ops} flows in ${w.seconds.toFixed(1)} s, ${w.errors} errors${w.errors ? ` (${w.errorSamples[0]})` : ""}\n`);
+  const exited = new Promise((r) => child.once("exit", r));
+  child.kill("SIGTERM");
+  await exited;
+  // one profile per thread: the main thread's has thread id 0 (the tsx loader's hooks thread is another)
+  const files = fs.readdirSync(dir).filter((f) => f.endsWith(".cpuprofile")).sort();
+  const file = files.find((f) => /\.0\.\d+\.cpuprofile$/.test(f)) ?? files[0];
+  if (!file) throw new Error("no .cpuprofile written (did the server exit gracefully?)");
+  const profile = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8")) as CpuProfile;
+  console.log(analyse(profile, w.ops));
+  if (KEEP) console.log(`\nprofile kept: ${path.join(dir, file)}`);
+  else fs.rmSync(dir, { recursive: true, force: true });
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
