@@ -10,6 +10,7 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import { startServer, type RunningServer } from "../server.ts";
 
@@ -132,7 +133,7 @@ export class FetchLog {
  * Everything in memory. Typed by each SDK generation's own token, client-information and
  * discovery-state types, so the same class satisfies both `OAuthClientProvider` interfaces.
  */
-export class TestOAuthProvider<Tokens, ClientInfo extends { client_id: string }, Discovery> {
+export class TestOAuthProvider<Tokens extends { access_token: string }, ClientInfo extends { client_id: string }, Discovery> {
   /** Every authorization URL the client sent the user to. */
   readonly authorizationUrls: URL[] = [];
   readonly clientMetadataUrl?: string;
@@ -203,6 +204,19 @@ export class TestOAuthProvider<Tokens, ClientInfo extends { client_id: string },
   }
 }
 
+/**
+ * Sleeps until an access token has surely expired. The server's tokens are RFC 9068 JWTs, so the exp
+ * claim says when; this avoids guessing how the server rounds a 1-second lifetime.
+ */
+export async function waitForExpiry(accessToken: string | undefined) {
+  assert.ok(accessToken, "the client holds an access token");
+  const { exp } = JSON.parse(Buffer.from(accessToken.split(".")[1] ?? "", "base64url").toString("utf8")) as { exp?: unknown };
+  assert.equal(typeof exp, "number", "the access token has an exp claim");
+  const wait = (exp as number) * 1000 - Date.now() + 50;
+  assert.ok(wait < 2500, `the access token lives about accessTokenTtlSeconds (here ${wait} ms more)`);
+  await sleep(Math.max(0, wait));
+}
+
 /** The text of a tool result; a tool error fails the test. */
 export function toolText(result: unknown): string {
   const { content, isError } = result as { content?: { type: string; text?: string }[]; isError?: boolean };
@@ -232,13 +246,13 @@ export interface ClientUnderTest {
   };
 }
 
-export interface ClientContext<Tokens, ClientInfo extends { client_id: string }, Discovery> {
+export interface ClientContext<Tokens extends { access_token: string }, ClientInfo extends { client_id: string }, Discovery> {
   mcpUrl: URL;
   provider: TestOAuthProvider<Tokens, ClientInfo, Discovery>;
   fetchLog: FetchLog;
 }
 
-export interface FlowOptions<Tokens, ClientInfo extends { client_id: string }, Discovery> {
+export interface FlowOptions<Tokens extends { access_token: string }, ClientInfo extends { client_id: string }, Discovery> {
   /** Use a Client ID Metadata Document URL as client_id; otherwise register dynamically. */
   cimd: boolean;
   /** Builds the client for this server. */
@@ -250,7 +264,7 @@ export interface FlowOptions<Tokens, ClientInfo extends { client_id: string }, D
 const SECRET_TEXT = /The secret is: .+/;
 
 /** Declares the lazy-auth flow as ordered tests in a suite; each step builds on the previous one. */
-export function describeLazyAuthFlow<Tokens, ClientInfo extends { client_id: string }, Discovery>(
+export function describeLazyAuthFlow<Tokens extends { access_token: string }, ClientInfo extends { client_id: string }, Discovery>(
   name: string,
   options: FlowOptions<Tokens, ClientInfo, Discovery>,
 ) {
@@ -345,7 +359,7 @@ export function describeLazyAuthFlow<Tokens, ClientInfo extends { client_id: str
 
     it("refreshes an expired access token silently", async () => {
       const refreshesBefore = fetchLog.grants("refresh_token").length;
-      await sleep(1500); // the access token lives 1 s
+      await waitForExpiry(provider.tokens()?.access_token); // the access token lives about 1 s
       assert.match(await client.call("get_secret"), SECRET_TEXT);
       assert.equal(provider.authorizationUrls.length, 1, "no second authorization");
       const refreshes = fetchLog.grants("refresh_token").slice(refreshesBefore);
