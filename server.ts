@@ -75,6 +75,8 @@ const SCOPE = "mcp";
 const USER = "demo-user"; // demo only: a real server signs a real user in before consent
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
+// Expiry rounds up: `exp` is whole seconds, and a token must live at least the expires_in it promises.
+const secondsFromNow = (seconds: number) => Math.ceil(Date.now() / 1000) + seconds;
 const randomId = () => randomBytes(16).toString("base64url");
 
 // ─── The single-use memory ───────────────────────────────────────────────────────────────────────
@@ -164,7 +166,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
 
   function sign(kind: TokenKind, issuer: string, claims: JWTPayload, ttlSeconds?: number): Promise<string> {
     const jwt = new SignJWT(claims).setProtectedHeader({ alg: "HS256", typ: TOKEN_TYPE[kind] }).setIssuer(issuer).setIssuedAt();
-    return (ttlSeconds === undefined ? jwt : jwt.setExpirationTime(nowSeconds() + ttlSeconds)).sign(key);
+    return (ttlSeconds === undefined ? jwt : jwt.setExpirationTime(secondsFromNow(ttlSeconds))).sign(key);
   }
 
   /** Signature, `typ`, issuer, expiry and (when given) audience — or undefined; never a throw for the caller. */
@@ -315,10 +317,10 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   }
 
   // ─── /token ────────────────────────────────────────────────────────────────────────────────────
-  // Every answer carries Cache-Control: no-store (RFC 6749 §5.1); every error is {error, error_description}.
+  // Every answer carries Cache-Control: no-store (RFC 6749 §5.1, set in route() so that 405 and 413 have
+  // it too); every error is {error, error_description}.
 
   async function token(req: IncomingMessage, res: ServerResponse, body: string) {
-    res.setHeader("cache-control", "no-store");
     const params = parseTokenRequest(req.headers["content-type"], body);
     if (typeof params === "string") return oauthError(res, 400, "invalid_request", params);
     const grantType = params.grant_type;
@@ -366,7 +368,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     if (params.resource !== undefined && params.resource !== `${base}/mcp`) return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
 
     const scope = typeof code.scope === "string" ? code.scope : SCOPE;
-    const sessionExpiresAt = nowSeconds() + config.refreshTtl; // absolute: rotation never extends it
+    const sessionExpiresAt = secondsFromNow(config.refreshTtl); // absolute: rotation never extends it
     log(`[oauth] code exchanged: session ${sid} started`);
     return issueTokens(res, base, { sid, client_id: params.client_id, scope }, sessionExpiresAt);
   }
@@ -644,6 +646,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     // list its allowed origins, and check Origin on /mcp against DNS rebinding as the MCP spec asks.
     res.setHeader("access-control-allow-origin", "*");
     res.setHeader("access-control-expose-headers", "WWW-Authenticate");
+    if (path === "/token") res.setHeader("cache-control", "no-store"); // RFC 6749 §5.1: tokens must not be cached
     if (req.method === "OPTIONS") {
       const allowHeaders = "authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id, mcp-method, mcp-name";
       return void res.writeHead(204, { "access-control-allow-methods": "GET, POST, OPTIONS", "access-control-allow-headers": allowHeaders }).end();
