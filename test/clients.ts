@@ -1,6 +1,6 @@
 /**
  * Shared pieces for the interop tests with real MCP clients:
- * - `approveInBrowser`: the in-process "user" who opens the authorization URL, reads the consent page,
+ * - `approveAsUser`: the in-process "user" who opens the authorization URL, reads the consent page,
  *   follows its Approve link and hands back the callback URL the server redirected to;
  * - `FetchLog`: a fetch wrapper that records what a client sent (OAuth grants, registrations, MCP methods);
  * - `TestOAuthProvider`: an OAuth client provider for the official SDKs, storing everything in memory and
@@ -52,7 +52,7 @@ export function findApproveLink(html: string, pageUrl: URL): URL {
  * Plays the user: opens the authorization URL, checks the consent page, clicks Approve, and returns the
  * URL the server redirected back to (the client's callback with code, state and iss).
  */
-export async function approveInBrowser(authorizationUrl: URL | string): Promise<URL> {
+export async function approveAsUser(authorizationUrl: URL | string): Promise<URL> {
   const pageUrl = new URL(authorizationUrl);
   const page = await fetch(pageUrl, { redirect: "manual" });
   assert.equal(page.status, 200, "the authorization URL shows a consent page");
@@ -297,7 +297,7 @@ export function describeLazyAuthFlow<Tokens extends { access_token: string }, Cl
       assert.equal(authorizationUrl.searchParams.get("resource"), `${srv.url}/mcp`, "RFC 8707 resource is the MCP endpoint");
       assert.equal(authorizationUrl.searchParams.get("redirect_uri"), REDIRECT_URL);
 
-      const callback = await approveInBrowser(authorizationUrl);
+      const callback = await approveAsUser(authorizationUrl);
       assert.equal(callback.origin + callback.pathname, REDIRECT_URL);
       assert.ok(callback.searchParams.get("code"), "the callback carries a code");
       assert.equal(callback.searchParams.get("iss"), srv.url, "RFC 9207: the callback names the issuer");

@@ -12,7 +12,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import * as oauth from "oauth4webapi";
 import type { RunningServer } from "../server.ts";
-import { approveInBrowser, CLIENT_METADATA_URL, REDIRECT_URL, startTestServer } from "./clients.ts";
+import { approveAsUser, CLIENT_METADATA_URL, REDIRECT_URL, startTestServer } from "./clients.ts";
 
 const loopback = { [oauth.allowInsecureRequests]: true } as const;
 const MODERN = "2026-07-28";
@@ -138,7 +138,7 @@ describe("oauth4webapi against the lazy-auth server", () => {
         })) {
           authorizationUrl.searchParams.set(name, value);
         }
-        const callback = await approveInBrowser(authorizationUrl);
+        const callback = await approveAsUser(authorizationUrl);
 
         const tampered = new URL(callback);
         tampered.searchParams.set("iss", "https://attacker.example");
