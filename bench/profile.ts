@@ -1,10 +1,11 @@
 // CPU profile of this server under the full-flow load.
 //
-//   tsx bench/profile.ts [seconds=10] [--keep]
+//   tsx bench/profile.ts [seconds=10] [--401] [--keep]
 //
 // Starts `node --import tsx --cpu-prof server.ts`, drives the same flow load as the bench
 // (16 concurrent clients: authorize → token → protected tools/call), stops the server with
-// SIGTERM (it writes the profile on its graceful exit) and prints where its CPU time went:
+// SIGTERM (it writes the profile on its graceful exit). With --401 the load is the
+// unauthenticated protected call at 32 connections instead and prints where its CPU time went:
 // self time by function, by origin (server.ts, jose, node internals, GC, ...), and the
 // inclusive time of the functions defined in server.ts. With --keep the .cpuprofile is kept
 // (load it in Chrome DevTools or any cpuprofile viewer).
@@ -16,13 +17,14 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { HttpConnection } from "./http-client.ts";
-import { oneFlow, runWindow } from "./load.ts";
+import { oneFlow, oneUnauthorized, runWindow } from "./load.ts";
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH_DIR);
 const HOST = "127.0.0.1";
 const SECONDS = Number(process.argv.slice(2).find((a) => /^\d+(\.\d+)?$/.test(a)) ?? 10);
 const KEEP = process.argv.includes("--keep");
+const UNAUTH = process.argv.includes("--401");
 
 interface CallFrame {
   functionName: string;
@@ -101,7 +103,7 @@ function serverLine(name: string): string {
   return found;
 }
 
-function analyse(p: CpuProfile, flows: number): string {
+function analyse(p: CpuProfile, flows: number, unit: string): string {
   const byId = new Map<number, ProfileNode>();
   const parent = new Map<number, number>();
   for (const n of p.nodes) {
@@ -152,10 +154,10 @@ function analyse(p: CpuProfile, flows: number): string {
     [...m.entries()]
       .sort((a, b) => b[1] - a[1])
       .slice(0, n)
-      .map(([k, us]) => `  ${pct(us)}  ${(us / flows).toFixed(1).padStart(7)} µs/flow  ${k}`);
+      .map(([k, us]) => `  ${pct(us)}  ${(us / flows).toFixed(1).padStart(7)} µs/${unit}  ${k}`);
   return [
     `profile: ${((p.endTime - p.startTime) / 1e6).toFixed(1)} s wall, ${(busy / 1000).toFixed(0)} ms on CPU in the main thread ` +
-      `= ${(busy / flows).toFixed(0)} µs per flow (idle excluded; start-up included; % of busy time)`,
+      `= ${(busy / flows).toFixed(0)} µs per ${unit} (idle excluded; start-up included; % of busy time)`,
     "",
     "self time by origin:",
     ...top(selfByOrigin, 15),
@@ -189,9 +191,11 @@ async function main(): Promise<void> {
     if (performance.now() - t0 > 20000) throw new Error("server did not start");
     await new Promise((r) => setTimeout(r, 10));
   }
-  const op = (conn: HttpConnection, n: number) => oneFlow(conn, { host: HOST, port, scope: "mcp" }, n);
-  const w = await runWindow(HOST, port, 16, SECONDS, op, false);
-  process.stderr.write(`profile: ${w.ops} flows in ${w.seconds.toFixed(1)} s, ${w.errors} errors${w.errors ? ` (${w.errorSamples[0]})` : ""}\n`);
+  const op = UNAUTH
+    ? (conn: HttpConnection) => oneUnauthorized(conn)
+    : (conn: HttpConnection, n: number) => oneFlow(conn, { host: HOST, port, scope: "mcp" }, n);
+  const w = await runWindow(HOST, port, UNAUTH ? 32 : 16, SECONDS, op, false);
+  process.stderr.write(`profile: ${w.ops} ${UNAUTH ? "401 answers" : "flows"} in ${w.seconds.toFixed(1)} s, ${w.errors} errors${w.errors ? ` (${w.errorSamples[0]})` : ""}\n`);
   const exited = new Promise((r) => child.once("exit", r));
   child.kill("SIGTERM");
   await exited;
@@ -200,7 +204,7 @@ async function main(): Promise<void> {
   const file = files.find((f) => /\.0\.\d+\.cpuprofile$/.test(f)) ?? files[0];
   if (!file) throw new Error("no .cpuprofile written (did the server exit gracefully?)");
   const profile = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8")) as CpuProfile;
-  console.log(analyse(profile, w.ops));
+  console.log(analyse(profile, w.ops, UNAUTH ? "request" : "flow"));
   if (KEEP) console.log(`\nprofile kept: ${path.join(dir, file)}`);
   else fs.rmSync(dir, { recursive: true, force: true });
 }
