@@ -9,6 +9,7 @@ import { Buffer } from "node:buffer";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { request as httpRequest } from "node:http";
+import { connect } from "node:net";
 import { fileURLToPath } from "node:url";
 import { SignJWT, decodeJwt, type JWTPayload } from "jose";
 import { startServer, MemoryStore } from "./server.ts";
@@ -486,6 +487,14 @@ describe("/authorize", () => {
     assert.ok(answer.text.includes("cb?next=&#34;&#62;&#60;script&#62;alert(2)&#60;/script&#62;"), "the redirect is shown, escaped");
   });
 
+  test("The consent page refuses framing and caching: X-Frame-Options DENY, CSP frame-ancestors 'none', Cache-Control no-store", async () => {
+    const answer = await authorize();
+    assert.equal(answer.status, 200, answer.text);
+    assert.equal(answer.headers.get("x-frame-options"), "DENY");
+    assert.match(answer.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/);
+    assert.equal(answer.headers.get("cache-control"), "no-store");
+  });
+
   test("Deny → the redirect_uri with error=access_denied, state and iss", async () => {
     const page = await request(authorizeUrl(base, { state: "xyz" }));
     assert.equal(page.status, 200, page.text);
@@ -671,6 +680,13 @@ describe("/token", () => {
     assertOAuthError(await refreshRequest(tokens.refresh_token, "https://other-client.example/client.json"), 400, "invalid_grant");
   });
 
+  test("Refresh naming a resource other than this server's /mcp → invalid_target, and the refresh token is not spent", async () => {
+    const tokens = await signIn(base);
+    const refresh = { grant_type: "refresh_token", refresh_token: tokens.refresh_token, client_id: CLIENT_ID };
+    assertOAuthError(await tokenRequest({ ...refresh, resource: "https://other.example/mcp" }), 400, "invalid_target");
+    assertTokens(await tokenRequest({ ...refresh, resource }));
+  });
+
   test("An access token presented as a refresh token → invalid_grant", async () => {
     const tokens = await signIn(base);
     assertOAuthError(await refreshRequest(tokens.access_token), 400, "invalid_grant");
@@ -691,11 +707,13 @@ describe("/token", () => {
     try {
       const start = await startOfNextSecond(); // exp claims are whole seconds: start on a boundary
       const tokens = await signIn(short.url);
+      const sessionEnd = Number(decodeJwt(tokens.refresh_token).exp) * 1000;
+      assert.ok(sessionEnd - start >= 3000 && sessionEnd - start <= 4000, `the session lasts about 3 s: ${sessionEnd - start} ms`);
       await sleep(start + 1500 - Date.now());
       const rotated = await refreshRequest(tokens.refresh_token, CLIENT_ID, short.url);
       assertTokens(rotated);
       assert.equal(decodeJwt(rotated.json.refresh_token).exp, decodeJwt(tokens.refresh_token).exp, "rotation keeps the session's exp");
-      await sleep(start + 3200 - Date.now());
+      await sleep(sessionEnd + 200 - Date.now());
       assertOAuthError(await refreshRequest(rotated.json.refresh_token, CLIENT_ID, short.url), 400, "invalid_grant");
     } finally {
       await short.close();
@@ -724,9 +742,13 @@ describe("/token", () => {
   });
 
   test("A JSON body that is not an object of strings → 400 invalid_request", async () => {
-    for (const body of [["grant_type", "authorization_code"], { grant_type: "authorization_code", code: 1 }, "grant_type=authorization_code", null]) {
+    for (const body of [["grant_type", "authorization_code"], "grant_type=authorization_code", null]) {
       assertOAuthError(await postJson(`${base}/token`, body), 400, "invalid_request");
     }
+    // Everything right but one non-string value, which the exchange itself would ignore.
+    const authorization = await authorizeCode(base);
+    const almost = { grant_type: "authorization_code", code: authorization.code, code_verifier: authorization.verifier, client_id: CLIENT_ID, scope: 5 };
+    assertOAuthError(await postJson(`${base}/token`, almost), 400, "invalid_request");
   });
 
   test("A body that is neither form-encoded nor JSON → 400 invalid_request", async () => {
@@ -924,14 +946,16 @@ describe("/mcp", () => {
     }
   });
 
-  test("An access token past its lifetime (accessTokenTtlSeconds: 1) → 401 invalid_token after ~1.2 s; the refresh grant gives a working one", async () => {
+  test("An access token past its lifetime (accessTokenTtlSeconds: 1) → 401 invalid_token; the refresh grant gives a working one", async () => {
     const short = await startServer({ port: 0, host: "127.0.0.1", accessTokenTtlSeconds: 1, log: () => {} });
     try {
       const start = await startOfNextSecond(); // exp claims are whole seconds: start on a boundary
       const tokens = await signIn(short.url);
       assert.equal(tokens.expires_in, 1);
       await assertSecretServed(tokens.access_token, short.url);
-      await sleep(start + 1200 - Date.now());
+      const expiry = Number(decodeJwt(tokens.access_token).exp) * 1000;
+      assert.ok(expiry - start >= 1000 && expiry - start <= 2000, `the token lasts about 1 s: ${expiry - start} ms`);
+      await sleep(expiry + 200 - Date.now());
       const expired = await callTool(short.url, "get_secret", tokens.access_token);
       assert.equal(expired.status, 401, expired.text);
       assert.equal(challenge(expired).error, "invalid_token");
@@ -939,6 +963,23 @@ describe("/mcp", () => {
       const refreshed = await refreshRequest(tokens.refresh_token, CLIENT_ID, short.url);
       assertTokens(refreshed);
       await assertSecretServed(refreshed.json.access_token, short.url);
+    } finally {
+      await short.close();
+    }
+  });
+
+  test("An access token is honoured for the whole expires_in it advertises, even when issued just before a second ends", async () => {
+    const short = await startServer({ port: 0, host: "127.0.0.1", accessTokenTtlSeconds: 1, log: () => {} });
+    try {
+      const authorization = await authorizeCode(short.url);
+      const boundary = await startOfNextSecond();
+      await sleep(boundary + 880 - Date.now()); // issue the token 120 ms before the next whole second
+      const issued = Date.now();
+      const answer = await exchange(authorization, {}, short.url);
+      assertTokens(answer);
+      assert.equal(answer.json.expires_in, 1);
+      await sleep(issued + 700 - Date.now()); // well inside the advertised second
+      await assertSecretServed(answer.json.access_token, short.url);
     } finally {
       await short.close();
     }
@@ -1335,6 +1376,28 @@ describe("Unknown paths, body limits and failures", () => {
       method: "POST", headers: { "content-type": "application/json" }, body: " ".repeat(100 * 1024), signal: AbortSignal.timeout(10_000),
     });
     assertOAuthError(register, 413, "invalid_request");
+  });
+
+  test("A Content-Length over 64 KiB → 413 at once, before the body is sent", async () => {
+    const { hostname, port } = new URL(base);
+    const reply = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), hostname);
+      let received = "";
+      const timer = setTimeout(() => {
+        socket.destroy();
+        resolve(`no answer within 5 s: ${received}`);
+      }, 5000);
+      socket.setEncoding("utf8");
+      socket.on("data", (chunk: string) => (received += chunk));
+      socket.on("close", () => {
+        clearTimeout(timer);
+        resolve(received);
+      });
+      socket.on("error", reject);
+      socket.write(`POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{`);
+    });
+    assert.match(reply, /^HTTP\/1\.1 413 /, reply);
+    assert.match(reply, /"code":-32600/, reply);
   });
 
   test("A chunked body over 64 KiB → 413, and the client gets the answer", async () => {
