@@ -1,0 +1,378 @@
+/**
+ * Two instances sharing one Redis (examples/multi-instance.ts): what is spent or revoked at one
+ * instance is spent or revoked at the other, exactly one of many concurrent redemptions wins, and
+ * when Redis stops answering the instances fail closed (503) and recover once it is back.
+ *
+ * Black box over HTTP. Starts its own redis-server on a free loopback port, without persistence,
+ * and stops it at the end. Without redis-server on PATH these tests are skipped, unless CI is set,
+ * in which case they fail.
+ */
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { createClient } from "redis";
+import { startCluster, type Cluster } from "../examples/multi-instance.ts";
+
+const CLIENT_ID = "http://127.0.0.1:1/cimd"; // a Client ID Metadata Document URL (not fetched by the demo)
+const REDIRECT_URI = "http://127.0.0.1:1/cb";
+
+const redisInstalled = spawnSync("redis-server", ["--version"], { stdio: "ignore" }).status === 0;
+
+if (!redisInstalled && process.env.CI) {
+  test("redis-server is installed (required when CI is set)", () => {
+    assert.fail("redis-server is not on PATH: install it (apt-get install -y redis-server) to run the multi-instance tests");
+  });
+} else if (!redisInstalled) {
+  test("multi-instance tests", { skip: "redis-server not found on PATH; install it to run them (apt-get install -y redis-server)" }, () => {});
+} else {
+  describe("two instances sharing one Redis", () => {
+    let redis: RedisProcess;
+    let cluster: Cluster;
+    let A: string;
+    let B: string;
+    const logs: string[] = [];
+
+    before(async () => {
+      redis = new RedisProcess(); // created here: the class is declared further down
+      await redis.start(await freePort());
+      cluster = await startCluster({
+        redisUrl: `redis://127.0.0.1:${redis.port}`,
+        jwtSecret: randomBytes(32).toString("hex"),
+        port: 0,
+        accessTokenTtlSeconds: 60,
+        refreshTokenTtlSeconds: 300,
+        log: (line) => logs.push(line),
+      });
+      [A, B] = cluster.instances.map((instance) => instance.url);
+    });
+
+    after(async () => {
+      await cluster?.close();
+      await redis?.stop();
+      redis?.cleanUp();
+    });
+
+    test("both instances name the same issuer and resource", async () => {
+      for (const base of [A, B]) {
+        const as = await (await fetch(`${base}/.well-known/oauth-authorization-server`)).json();
+        const rs = await (await fetch(`${base}/.well-known/oauth-protected-resource/mcp`)).json();
+        assert.equal(as.issuer, cluster.publicUrl);
+        assert.equal(rs.resource, `${cluster.publicUrl}/mcp`);
+      }
+    });
+
+    test("a code spent at A and replayed at B is refused, and the session it minted dies at both", async () => {
+      const { code, verifier } = await authorize(A);
+      const first = await redeemCode(A, code, verifier);
+      assert.equal(first.status, 200, JSON.stringify(first.body));
+      const tokens = first.body;
+      assert.equal((await callTool(A, tokens.access_token)).status, 200);
+      assert.equal((await callTool(B, tokens.access_token)).status, 200); // one secret: B trusts A's tokens
+
+      const replay = await redeemCode(B, code, verifier);
+      assert.equal(replay.status, 400);
+      assert.equal(replay.body.error, "invalid_grant");
+
+      await assertSessionDead(tokens);
+    });
+
+    test("a refresh token reused at B after A rotated it is refused, and the session dies at both", async () => {
+      const { code, verifier } = await authorize(A);
+      const original = (await redeemCode(A, code, verifier)).body;
+      const rotated = await refresh(A, original.refresh_token);
+      assert.equal(rotated.status, 200, JSON.stringify(rotated.body));
+      assert.equal((await callTool(B, rotated.body.access_token)).status, 200);
+
+      const reuse = await refresh(B, original.refresh_token);
+      assert.equal(reuse.status, 400);
+      assert.equal(reuse.body.error, "invalid_grant");
+
+      await assertSessionDead(rotated.body);
+      await assertSessionDead(original);
+    });
+
+    test("revoke_auth_token at A ends the session at B", async () => {
+      const { code, verifier } = await authorize(B);
+      const tokens = (await redeemCode(B, code, verifier)).body;
+      assert.equal((await callTool(B, tokens.access_token)).status, 200);
+
+      const revoked = await callTool(A, tokens.access_token, "revoke_auth_token");
+      assert.equal(revoked.status, 200, JSON.stringify(revoked.body));
+      assert.equal(revoked.body.result?.isError, false);
+
+      const after = await callTool(B, tokens.access_token);
+      assert.equal(after.status, 401);
+      assert.match(after.headers.get("www-authenticate") ?? "", /error="invalid_token"/);
+      assert.equal((await refresh(B, tokens.refresh_token)).body.error, "invalid_grant");
+    });
+
+    test("concurrent redemptions of one code, spread over both instances: exactly one succeeds", async () => {
+      for (let round = 0; round < 5; round++) {
+        const { code, verifier } = await authorize(round % 2 ? A : B);
+        const answers = await Promise.all(
+          Array.from({ length: 16 }, (_, i) => redeemCode(i % 2 ? A : B, code, verifier)),
+        );
+        assert.equal(answers.filter((a) => a.status === 200).length, 1, `round ${round}: ${answers.map((a) => a.status)}`);
+        for (const refused of answers.filter((a) => a.status !== 200)) {
+          assert.equal(refused.status, 400);
+          assert.equal(refused.body.error, "invalid_grant");
+        }
+      }
+    });
+
+    test("concurrent refreshes of one refresh token, spread over both instances: exactly one succeeds", async () => {
+      for (let round = 0; round < 5; round++) {
+        const { code, verifier } = await authorize(A);
+        const tokens = (await redeemCode(A, code, verifier)).body;
+        const answers = await Promise.all(
+          Array.from({ length: 16 }, (_, i) => refresh(i % 2 ? A : B, tokens.refresh_token)),
+        );
+        assert.equal(answers.filter((a) => a.status === 200).length, 1, `round ${round}: ${answers.map((a) => a.status)}`);
+        assert.ok(answers.every((a) => a.status === 200 || a.body.error === "invalid_grant"));
+      }
+    });
+
+    test("a whole flow through the round-robin balancer works", async () => {
+      const { code, verifier } = await authorize(cluster.publicUrl);
+      const tokens = await redeemCode(cluster.publicUrl, code, verifier);
+      assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
+      for (let i = 0; i < 4; i++) { // alternates between the instances
+        const call = await callTool(cluster.publicUrl, tokens.body.access_token);
+        assert.equal(call.status, 200);
+        assert.match(call.body.result.content[0].text, /secret/i);
+      }
+    });
+
+    test("Redis down: 503 temporarily_unavailable, never a success, no crash; Redis back: service resumes", async () => {
+      const { code: spentCode, verifier: spentVerifier } = await authorize(A);
+      const live = (await redeemCode(A, spentCode, spentVerifier)).body;
+      const fresh = await authorize(B); // a valid code never redeemed: it would succeed if the store were skipped
+
+      await redis.stop();
+
+      for (const base of [A, B]) {
+        const started = Date.now();
+        const answers = [
+          await redeemCode(base, fresh.code, fresh.verifier),
+          await redeemCode(base, spentCode, spentVerifier), // a replay must not slip through either
+          await refresh(base, live.refresh_token),
+        ];
+        for (const answer of answers) {
+          assert.equal(answer.status, 503, JSON.stringify(answer.body));
+          assert.equal(answer.body.error, "temporarily_unavailable");
+          assert.equal(answer.headers.get("cache-control"), "no-store");
+        }
+        for (const tool of ["get_secret", "revoke_auth_token"]) {
+          const call = await callTool(base, live.access_token, tool);
+          assert.equal(call.status, 503, `${tool}: ${JSON.stringify(call.body)}`);
+          assert.equal(call.body.result, undefined);
+          assert.equal(typeof call.body.error?.code, "number");
+        }
+        assert.ok(Date.now() - started < 5000, "answers come promptly, not after a hang");
+        assert.equal((await fetch(`${base}/`)).status, 200, "the instance is still up");
+        // A public tool without a token needs no store, and still works.
+        assert.equal((await callTool(base, undefined, "whoami")).status, 200);
+      }
+      assert.ok(logs.some((line) => /unavailable/.test(line)), "the outage is logged");
+
+      await redis.start(redis.port); // same port: the clients reconnect on their own
+
+      const deadline = Date.now() + 15_000;
+      let tokens: Record<string, any> | undefined;
+      while (!tokens && Date.now() < deadline) {
+        const { code, verifier } = await authorize(A);
+        const answer = await redeemCode(B, code, verifier);
+        if (answer.status === 200) tokens = answer.body;
+        else {
+          assert.equal(answer.status, 503, JSON.stringify(answer.body));
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      }
+      assert.ok(tokens, "a new flow completes once Redis is back");
+      // Both instances are back, not just the one that answered first.
+      for (let i = 0; i < 20; i++) {
+        const [a, b] = [await callTool(A, tokens.access_token), await callTool(B, tokens.access_token)];
+        if (a.status === 200 && b.status === 200) break;
+        assert.ok(i < 19, `still ${a.status}/${b.status}`);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      const rotated = await refresh(A, tokens.refresh_token);
+      assert.equal(rotated.status, 200);
+    });
+
+    test("Redis connected but silent: 503 once the deadline passes, not a hang; a spend that lands late is not honoured", async () => {
+      const { code: liveCode, verifier: liveVerifier } = await authorize(A);
+      const live = (await redeemCode(A, liveCode, liveVerifier)).body;
+      const fresh = await authorize(A);
+
+      // CLIENT PAUSE: Redis keeps every connection open but answers no one until the pause ends.
+      const admin = createClient({ url: `redis://127.0.0.1:${redis.port}` });
+      admin.on("error", () => {});
+      await admin.connect();
+      await admin.sendCommand(["CLIENT", "PAUSE", "4000", "ALL"]);
+      admin.destroy();
+
+      const started = Date.now();
+      const answers = await Promise.all([
+        redeemCode(A, fresh.code, fresh.verifier),
+        refresh(B, live.refresh_token),
+        callTool(B, live.access_token),
+      ]);
+      const elapsed = Date.now() - started;
+      assert.deepEqual(answers.map((a) => a.status), [503, 503, 503]);
+      assert.equal(answers[0].body.error, "temporarily_unavailable");
+      assert.ok(elapsed < 3800, `answered after ${elapsed} ms, before the pause ended`);
+
+      // Once Redis answers again, the spend sent during the pause has landed: the code the client was
+      // told 503 about is now spent, so retrying it is refused, never honoured twice.
+      let retry: Answer | undefined;
+      for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
+        retry = await redeemCode(B, fresh.code, fresh.verifier);
+        if (retry.status !== 503) break;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      assert.equal(retry?.status, 400);
+      assert.equal(retry?.body.error, "invalid_grant");
+    });
+
+    /** Every token of the session: access refused at both instances, refresh refused at both. */
+    async function assertSessionDead(tokens: Record<string, any>) {
+      for (const base of [A, B]) {
+        const call = await callTool(base, tokens.access_token);
+        assert.equal(call.status, 401, `${base}: ${JSON.stringify(call.body)}`);
+        assert.match(call.headers.get("www-authenticate") ?? "", /error="invalid_token"/);
+      }
+      for (const base of [A, B]) {
+        const answer = await refresh(base, tokens.refresh_token);
+        assert.equal(answer.status, 400);
+        assert.equal(answer.body.error, "invalid_grant");
+      }
+    }
+  });
+}
+
+// ─── Over HTTP: one OAuth client, by hand ─────────────────────────────────────────────────────────
+
+type Answer = { status: number; headers: Headers; body: Record<string, any> };
+
+async function answerOf(response: Response): Promise<Answer> {
+  const text = await response.text();
+  let body: Record<string, any> = {};
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = { text };
+  }
+  return { status: response.status, headers: response.headers, body };
+}
+
+/** A PKCE pair and an approved /authorize at `base`; returns the code from the redirect. */
+async function authorize(base: string): Promise<{ code: string; verifier: string }> {
+  const verifier = randomBytes(32).toString("base64url");
+  const challenge = createHash("sha256").update(verifier).digest("base64url");
+  const query = new URLSearchParams({
+    response_type: "code", client_id: CLIENT_ID, redirect_uri: REDIRECT_URI,
+    code_challenge: challenge, code_challenge_method: "S256", state: "s", approved: "1",
+  });
+  const response = await fetch(`${base}/authorize?${query}`, { redirect: "manual" });
+  await response.body?.cancel();
+  assert.equal(response.status, 302);
+  const code = new URL(response.headers.get("location") ?? "").searchParams.get("code");
+  assert.ok(code, "the redirect carries a code");
+  return { code, verifier };
+}
+
+function postForm(base: string, fields: Record<string, string>): Promise<Answer> {
+  return fetch(`${base}/token`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams(fields),
+  }).then(answerOf);
+}
+
+const redeemCode = (base: string, code: string, verifier: string) =>
+  postForm(base, { grant_type: "authorization_code", code, code_verifier: verifier, client_id: CLIENT_ID });
+
+const refresh = (base: string, refreshToken: string) =>
+  postForm(base, { grant_type: "refresh_token", refresh_token: refreshToken, client_id: CLIENT_ID });
+
+function callTool(base: string, accessToken: string | undefined, name = "get_secret"): Promise<Answer> {
+  return fetch(`${base}/mcp`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      ...(accessToken && { authorization: `Bearer ${accessToken}` }),
+    },
+    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name, arguments: {} } }),
+  }).then(answerOf);
+}
+
+// ─── A throwaway redis-server ─────────────────────────────────────────────────────────────────────
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject).listen(0, "127.0.0.1", () => {
+      const address = probe.address();
+      probe.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
+    });
+  });
+}
+
+/**
+ * A redis-server that cannot outlive this process: it runs under a small sh wrapper that stops it when
+ * its stdin closes, which happens when stop() closes it and also when this process dies in any way
+ * (a runner timeout, Ctrl-C, a crash), so no redis-server is ever left behind.
+ */
+class RedisProcess {
+  port = 0;
+  #child: ChildProcess | undefined;
+  readonly #dir = mkdtempSync(join(tmpdir(), "redis-test-"));
+
+  /** Starts redis-server on `port` (loopback, no persistence) and resolves once it accepts connections. */
+  async start(port: number): Promise<void> {
+    this.port = port;
+    const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", this.#dir];
+    // fd 3 keeps the wrapper's stdin for the watcher: a background job's own stdin is /dev/null.
+    const wrapper = 'exec 3<&0; redis-server "$@" & redis=$!; (read _ <&3; kill $redis 2>/dev/null) & wait $redis';
+    const child = spawn("sh", ["-c", wrapper, "redis-test", ...args], { stdio: ["pipe", "pipe", "pipe"] });
+    this.#child = child;
+    let output = "";
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${output}`)), 10_000);
+      child.stdout?.on("data", (chunk: Buffer) => {
+        output += chunk;
+        if (output.includes("Ready to accept connections")) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.stderr?.on("data", (chunk: Buffer) => (output += chunk));
+      child.once("exit", (status) => {
+        clearTimeout(timer);
+        reject(new Error(`redis-server exited (${status}):\n${output}`));
+      });
+    });
+  }
+
+  /** Stops redis-server and waits until it has exited. */
+  async stop(): Promise<void> {
+    const child = this.#child;
+    this.#child = undefined;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    child.stdin?.end(); // the wrapper stops redis-server (SIGTERM) and exits once it has
+    await exited;
+  }
+
+  cleanUp() {
+    rmSync(this.#dir, { recursive: true, force: true });
+  }
+}
