@@ -11,10 +11,8 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
 import process from "node:process";
 import { createClient } from "redis";
 import { startCluster, type Cluster } from "../examples/multi-instance.ts";
@@ -55,7 +53,6 @@ if (!redisInstalled && process.env.CI) {
     after(async () => {
       await cluster?.close();
       await redis?.stop();
-      redis?.cleanUp();
     });
 
     test("both instances name the same issuer and resource", async () => {
@@ -334,12 +331,11 @@ function freePort(): Promise<number> {
 class RedisProcess {
   port = 0;
   #child: ChildProcess | undefined;
-  readonly #dir = mkdtempSync(join(tmpdir(), "redis-test-"));
 
   /** Starts redis-server on `port` (loopback, no persistence) and resolves once it accepts connections. */
   async start(port: number): Promise<void> {
     this.port = port;
-    const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", this.#dir];
+    const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmpdir()]; // writes nothing
     // fd 3 keeps the wrapper's stdin for the watcher: a background job's own stdin is /dev/null.
     const wrapper = 'exec 3<&0; redis-server "$@" & redis=$!; (read _ <&3; kill $redis 2>/dev/null) & wait $redis';
     const child = spawn("sh", ["-c", wrapper, "redis-test", ...args], { stdio: ["pipe", "pipe", "pipe"] });
@@ -370,9 +366,5 @@ class RedisProcess {
     const exited = new Promise((resolve) => child.once("exit", resolve));
     child.stdin?.end(); // the wrapper stops redis-server (SIGTERM) and exits once it has
     await exited;
-  }
-
-  cleanUp() {
-    rmSync(this.#dir, { recursive: true, force: true });
   }
 }
