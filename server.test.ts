@@ -786,8 +786,7 @@ describe("/token", () => {
       assertOAuthError(await refreshRequest(refresh, CLIENT_ID, at), 503, "temporarily_unavailable");
       const access = await forge(accessClaims({ iss: at, aud: `${at}/mcp` }));
       const call = await callTool(at, "get_secret", access);
-      assert.equal(call.status, 503, call.text);
-      assert.equal(typeof call.json?.error?.code, "number", call.text);
+      assertRpcError(call, 503, -32000);
       assert.doesNotMatch(call.text, /lazy auth works/);
     } finally {
       await failing.close();
