@@ -660,10 +660,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     }
     if (req.method !== "POST") return handler(req, res, query, "");
     const body = await readBody(req, BODY_LIMIT_BYTES);
-    if (body === undefined) {
-      // Close the connection too: the rest of an oversized body is never read.
-      return httpError(res, path, 413, "invalid_request", `The body is over ${BODY_LIMIT_BYTES} bytes`, { connection: "close" });
-    }
+    if (body === undefined) return httpError(res, path, 413, "invalid_request", `The body is over ${BODY_LIMIT_BYTES} bytes`);
     return handler(req, res, query, body);
   }
 
@@ -711,6 +708,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
 // ─── Small helpers ───────────────────────────────────────────────────────────────────────────────
 
 const BODY_LIMIT_BYTES = 64 * 1024;
+const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
 const SERVER_INFO = { name: "lazy-auth-example", version: "0.1.0" };
 const SECRET = "lazy auth works"; // what get_secret guards
 const INSTRUCTIONS = "whoami is public. get_secret and revoke_auth_token need you to sign in: calling one starts OAuth.";
@@ -722,19 +720,29 @@ const landingText = (base: string) => `Lazy-auth MCP server
   Tools: whoami (public), get_secret and revoke_auth_token (protected)
 `;
 
-/** Reads a request body up to `limit` bytes; undefined when it is larger. */
+/**
+ * Reads a request body up to `limit` bytes; undefined (answer 413) as soon as it is larger. The rest is
+ * read and dropped, so a client still sending can read the 413 instead of a reset connection — but only
+ * up to DRAIN_LIMIT_BYTES, and for a second: then the connection is cut, never left hanging.
+ */
 function readBody(req: IncomingMessage, limit: number): Promise<string | undefined> {
-  if (Number(req.headers["content-length"]) > limit) return Promise.resolve(undefined);
   return new Promise((resolve, reject) => {
+    let refused = false;
+    const refuse = () => {
+      if (!refused) setTimeout(() => req.complete || req.destroy(), 1000).unref();
+      refused = true;
+      resolve(undefined);
+    };
+    if (Number(req.headers["content-length"]) > limit) refuse();
     const chunks: Buffer[] = [];
     let size = 0;
     req.on("data", (chunk: Buffer) => {
       size += chunk.length;
       if (size <= limit) return void chunks.push(chunk);
-      req.removeAllListeners("data").pause(); // stop buffering; the 413 closes the connection
-      resolve(undefined);
+      refuse();
+      if (size > DRAIN_LIMIT_BYTES) req.destroy();
     });
-    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.on("end", () => resolve(size > limit ? undefined : Buffer.concat(chunks).toString("utf8")));
     req.on("error", reject);
   });
 }
