@@ -11,8 +11,8 @@
  *     a URI the client did not ask for;
  *   - keep serving: a full sign-in works afterwards, with no unhandled rejection in the process.
  *
- * Runs under Node (tsx --test) and Deno (deno test -A). FUZZ_SEED=<n> replays a run; fast-check prints
- * the seed and the shrunk counterexample of a failing property.
+ * Runs under Node (tsx --test) and Deno (deno test -A). FUZZ_SEED=<n> replays a run (fast-check prints
+ * the seed of a failing property), FUZZ_SHRINK=1 shrinks the counterexample, FUZZ_SCALE=<k> runs k times longer.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -30,6 +30,7 @@ process.on("unhandledRejection", (reason) => void escaped.push(reason));
 process.on("uncaughtException", (error) => void escaped.push(error));
 
 const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : undefined; // FUZZ_SHRINK=1 shrinks failures
+const SCALE = Number(process.env.FUZZ_SCALE ?? 1) || 1; // FUZZ_SCALE=10: ten times the runs, for a longer hunt
 const BATCH = 24; // requests in flight at once
 const MIN_REQUESTS = 10_000;
 const JWT_SECRET = randomBytes(32).toString("hex");
@@ -134,7 +135,6 @@ function viaHttp(p: Probe, options: { agent?: Agent | false } = {}): Promise<Rep
 }
 
 function send(p: Probe): Promise<Reply> {
-  if (process.env.FUZZ_DEBUG && sent % 1000 === 0) console.error(`[${new Date().toISOString()}] ${sent}`);
   sent++;
   return p.client === "fetch" ? viaFetch(p) : viaHttp(p);
 }
@@ -162,7 +162,7 @@ async function runBatch(probes: Probe[], check: (p: Probe, r: Reply) => void, af
 const viaHttpArb = fc.nat({ max: 3 }).map((n) => n > 0);
 const batchOf = (arb: fc.Arbitrary<Probe>, size = BATCH) => fc.array(arb, { minLength: size, maxLength: size });
 // Every failure message already names the offending request, so shrinking (many more batches) is opt-in.
-const runs = (numRuns: number) => ({ numRuns, seed: SEED, endOnFailure: !process.env.FUZZ_SHRINK });
+const runs = (numRuns: number) => ({ numRuns: Math.ceil(numRuns * SCALE), seed: SEED, endOnFailure: !process.env.FUZZ_SHRINK });
 
 // ─── The oracle every answer must satisfy ────────────────────────────────────────────────────────
 
@@ -226,7 +226,7 @@ function checkCommon(probe: Probe, r: Reply) {
   const path = routedPath(p);
   if (p.method === "HEAD") {
     assert.equal(r.body, "", "HEAD answers carry no body");
-    assert.equal(r.status, ROUTES[path] ? 405 : 404, "nothing answers HEAD");
+    assert.equal(r.status, Object.hasOwn(ROUTES, path) ? 405 : 404, "nothing answers HEAD");
     return;
   }
   if (path === "/mcp") checkMcpShape(p, r);
@@ -235,7 +235,7 @@ function checkCommon(probe: Probe, r: Reply) {
 
 /** Off /mcp: the landing text, metadata, consent page, redirects and grants — or {error, error_description}. */
 function checkOAuthShape(p: Probe, path: string, r: Reply) {
-  const route = ROUTES[path];
+  const route = Object.hasOwn(ROUTES, path) ? ROUTES[path] : undefined;
   if (path === "/token" && p.method === "POST" && r.status !== 413) {
     assert.equal(r.headers["cache-control"], "no-store", "every /token answer is Cache-Control: no-store");
   }
