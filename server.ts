@@ -39,23 +39,18 @@ function readConfig(options: ServerOptions) {
   const accessTtl = options.accessTokenTtlSeconds ?? numberFrom("ACCESS_TOKEN_TTL_SECONDS", env.ACCESS_TOKEN_TTL_SECONDS, 30, 1, 86400);
   const refreshTtl = options.refreshTokenTtlSeconds ?? numberFrom("REFRESH_TOKEN_TTL_SECONDS", env.REFRESH_TOKEN_TTL_SECONDS, 300, 1, 86400);
   const publicUrl = options.publicUrl ?? env.PUBLIC_URL;
-  if (publicUrl !== undefined && !/^https?:\/\/[^/?#]+(\/[^?#]*)?$/.test(publicUrl)) {
-    throw new ConfigError(`PUBLIC_URL must be an http(s) URL with no query or fragment, got "${publicUrl}"`);
-  }
+  const urlProblem = publicUrl !== undefined && !/^https?:\/\/[^/?#]+(\/[^?#]*)?$/.test(publicUrl);
+  if (urlProblem) throw new ConfigError(`PUBLIC_URL must be an http(s) URL with no query or fragment, got "${publicUrl}"`);
   const secret = options.jwtSecret ?? env.JWT_SECRET;
-  if (secret !== undefined && new TextEncoder().encode(secret).length < 32) {
-    throw new ConfigError("JWT_SECRET must be at least 32 bytes (try: openssl rand -hex 32)");
-  }
+  if (secret !== undefined && Buffer.byteLength(secret) < 32) throw new ConfigError("JWT_SECRET must be at least 32 bytes (try: openssl rand -hex 32)");
   return { port, accessTtl, refreshTtl, publicUrl: publicUrl?.replace(/\/$/, ""), secret };
 }
 
 function numberFrom(name: string, raw: string | undefined, fallback: number, min: number, max: number): number {
   if (raw === undefined || raw === "") return fallback;
   const value = Number(raw);
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, got "${raw}"`);
-  }
-  return value;
+  if (Number.isInteger(value) && value >= min && value <= max) return value;
+  throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, got "${raw}"`);
 }
 
 // ─── Token kinds ─────────────────────────────────────────────────────────────────────────────────
@@ -103,15 +98,9 @@ export class MemoryStore implements SingleUseStore {
     rememberUntil(this.#spent, id, expiresAt);
     return true;
   }
-  async revokeSession(sid: string, expiresAt: number): Promise<void> {
-    rememberUntil(this.#revoked, sid, expiresAt);
-  }
-  async isRevoked(sid: string): Promise<boolean> {
-    return this.#revoked.has(sid);
-  }
-  get size(): number {
-    return this.#spent.size + this.#revoked.size;
-  }
+  async revokeSession(sid: string, expiresAt: number): Promise<void> { rememberUntil(this.#revoked, sid, expiresAt); }
+  async isRevoked(sid: string): Promise<boolean> { return this.#revoked.has(sid); }
+  get size(): number { return this.#spent.size + this.#revoked.size; }
 }
 
 function rememberUntil(map: Map<string, ReturnType<typeof setTimeout>>, key: string, expiresAt: number) {
@@ -170,13 +159,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   }
 
   /** Signature, `typ`, issuer, expiry and (when given) audience — or undefined; never a throw for the caller. */
-  async function verify(kind: TokenKind, token: string, issuer: string | undefined, audience?: string) {
-    try {
-      const options = { algorithms: ["HS256"], typ: TOKEN_TYPE[kind], issuer, audience };
-      return (await jwtVerify(token, key, options)).payload;
-    } catch {
-      return undefined;
-    }
+  function verify(kind: TokenKind, token: string, issuer: string | undefined, audience?: string): Promise<JWTPayload | undefined> {
+    const checks = { algorithms: ["HS256"], typ: TOKEN_TYPE[kind], issuer, audience };
+    return jwtVerify(token, key, checks).then((verified) => verified.payload, () => undefined);
   }
 
   /** Ends a session: every access and refresh token carrying `sid` stops working (checked on each use). */
@@ -206,8 +191,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
 
     // redirect_uri: required, https or loopback http, no fragment (OAuth 2.1 §2.3.1, RFC 8252 §7.3);
     // a registered client may only use what it registered.
-    const redirectUri = param("redirect_uri");
-    if (!redirectUri) return oauthError(res, 400, "invalid_request", "redirect_uri is required");
+    const redirectUri = param("redirect_uri") ?? "";
     const problem = redirectUriProblem(redirectUri);
     if (problem) return oauthError(res, 400, "invalid_request", problem);
     if (client.redirectUris && !client.redirectUris.some((registered) => redirectUriMatches(registered, redirectUri))) {
@@ -220,12 +204,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     // PKCE is mandatory, S256 only (OAuth 2.1 §4.1.1, RFC 7636 §4.2): a code issued without a challenge
     // could be redeemed by whoever intercepts it; `plain` would hand the verifier to that same person.
     const challenge = param("code_challenge");
-    if (param("code_challenge_method") !== "S256") {
-      return oauthError(res, 400, "invalid_request", "code_challenge_method must be S256 (PKCE is required)");
-    }
-    if (!challenge || !/^[A-Za-z0-9_-]{43}$/.test(challenge)) {
-      return oauthError(res, 400, "invalid_request", "code_challenge must be the 43-character base64url SHA-256 of the verifier");
-    }
+    if (param("code_challenge_method") !== "S256") return oauthError(res, 400, "invalid_request", "code_challenge_method must be S256 (PKCE is required)");
+    if (!challenge || !/^[A-Za-z0-9_-]{43}$/.test(challenge)) return oauthError(res, 400, "invalid_request", "code_challenge must be 43 base64url characters");
 
     // resource names the server the token is for (RFC 8707 §2): only this one can be asked for.
     const resource = param("resource");
@@ -237,9 +217,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     // Deny goes straight back to the client; RFC 9207 `iss` tells it which server answered.
     const back = (extra: Record<string, string>) => {
       const target = new URL(redirectUri);
-      for (const [name, value] of Object.entries({ ...extra, ...(state !== undefined && { state }), iss: base })) {
-        target.searchParams.set(name, value);
-      }
+      Object.entries({ ...extra, ...(state !== undefined && { state }), iss: base }).forEach(([name, value]) => target.searchParams.set(name, value));
       return target.href;
     };
     if (param("approved") !== "1") {
@@ -253,9 +231,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     }
 
     // The code is the authorization request itself, signed, with its own jti (single use, see /token).
-    const code = await sign("code", base, {
-      jti: randomId(), client_id: clientId, redirect_uri: redirectUri, code_challenge: challenge, scope, resource,
-    }, CODE_TTL_SECONDS);
+    const request = { client_id: clientId, redirect_uri: redirectUri, code_challenge: challenge, scope, resource };
+    const code = await sign("code", base, { jti: randomId(), ...request }, CODE_TTL_SECONDS);
     log(`[oauth] code issued to ${client.name}`);
     res.writeHead(302, { location: back({ code }) }).end();
   }
@@ -275,9 +252,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     return { name, redirectUris: registered.redirect_uris.filter((uri) => typeof uri === "string") };
   }
 
-
   /** The redirect_uri rules /authorize and /register share: why a URI is unacceptable, or undefined. */
   function redirectUriProblem(uri: string): string | undefined {
+    if (!uri) return "redirect_uri is required";
     if (!URL.canParse(uri)) return "redirect_uri must be an absolute URL";
     const url = new URL(uri);
     if (uri.includes("#")) return "redirect_uri must not contain a fragment"; // RFC 6749 §3.1.2
@@ -351,11 +328,8 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     if (params.client_id !== code.client_id) return oauthError(res, 400, "invalid_grant", "code was issued to another client");
 
     // PKCE (RFC 7636 §4.1, §4.6): the verifier is 43–128 unreserved characters whose SHA-256 is the challenge.
-    const verifier = params.code_verifier;
-    if (!verifier) return oauthError(res, 400, "invalid_grant", "code_verifier is required");
-    if (!/^[A-Za-z0-9._~-]{43,128}$/.test(verifier)) {
-      return oauthError(res, 400, "invalid_grant", "code_verifier must be 43-128 characters of [A-Za-z0-9-._~]");
-    }
+    const verifier = params.code_verifier ?? "";
+    if (!/^[A-Za-z0-9._~-]{43,128}$/.test(verifier)) return oauthError(res, 400, "invalid_grant", "code_verifier is required: 43-128 characters of [A-Za-z0-9-._~]");
     if (typeof code.code_challenge !== "string" || !sameString(s256(verifier), code.code_challenge)) {
       return oauthError(res, 400, "invalid_grant", "code_verifier does not match the code_challenge");
     }
@@ -410,9 +384,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   function parseTokenRequest(contentType: string | undefined, body: string): Record<string, string> | string {
     if (isJson(contentType)) {
       const json = parseJson(body);
-      if (!isObject(json) || !Object.values(json).every((value) => typeof value === "string")) {
-        return "a JSON body must be an object of string parameters";
-      }
+      if (!isObject(json) || !Object.values(json).every((value) => typeof value === "string")) return "a JSON body must be an object of string parameters";
       return json as Record<string, string>;
     }
     if (!/^application\/x-www-form-urlencoded\s*(;|$)/i.test(contentType ?? "")) return "Content-Type must be application/x-www-form-urlencoded";
@@ -511,16 +483,12 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     if (message === undefined) return rpcError(res, 400, null, -32700, "Parse error: the body is not JSON");
     if (!isObject(message) || message.jsonrpc !== "2.0") return rpcError(res, 400, null, -32600, "Invalid Request: expected one JSON-RPC 2.0 message");
     const { id, method } = message;
-    if (id !== undefined && typeof id !== "string" && typeof id !== "number") {
-      return rpcError(res, 400, null, -32600, "Invalid Request: id must be a string or a number");
-    }
-    if (typeof method !== "string") {
-      // A client's answer to a server request (or junk): nothing to do here, accepted as the spec says.
-      return id !== undefined && ("result" in message || "error" in message)
-        ? void res.writeHead(202).end()
-        : rpcError(res, 400, null, -32600, "Invalid Request: method must be a string");
-    }
-    if (id === undefined) return void res.writeHead(202).end(); // notifications get no answer
+    const badId = id !== undefined && typeof id !== "string" && typeof id !== "number";
+    if (badId) return rpcError(res, 400, null, -32600, "Invalid Request: id must be a string or a number");
+    // Notifications, and a client's answers to server requests, are accepted with no body (202).
+    const isAnswer = method === undefined && id !== undefined && ("result" in message || "error" in message);
+    if (isAnswer || (typeof method === "string" && id === undefined)) return void res.writeHead(202).end();
+    if (typeof method !== "string") return rpcError(res, 400, null, -32600, "Invalid Request: method must be a string");
     const params = message.params ?? {};
     if (!isObject(params)) return rpcError(res, 400, id, -32602, "Invalid params: params must be an object");
 
@@ -559,9 +527,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
       return { code: -32602, message: `Invalid params: _meta must carry ${META_VERSION} and ${META_CAPABILITIES}` };
     }
     if (header !== requested) return { code: -32020, message: `Header mismatch: MCP-Protocol-Version is ${quote(header)}, the body says ${quote(requested)}` };
-    if (requested !== MODERN_VERSION) {
-      return { code: -32022, message: "Unsupported protocol version", data: { supported: ALL_VERSIONS, requested } };
-    }
+    if (requested !== MODERN_VERSION) return { code: -32022, message: "Unsupported protocol version", data: { supported: ALL_VERSIONS, requested } };
     const methodHeader = req.headers["mcp-method"];
     if (methodHeader !== method) return { code: -32020, message: `Header mismatch: Mcp-Method is ${quote(methodHeader)}, the body calls ${quote(method)}` };
     const nameHeader = decodeHeaderValue(req.headers["mcp-name"]);
