@@ -128,7 +128,7 @@ function failClosed(store: SingleUseStore): SingleUseStore {
 // ─── The server ──────────────────────────────────────────────────────────────────────────────────
 
 export interface RunningServer {
-  url: string; // base URL as seen from this machine, e.g. http://127.0.0.1:3097
+  url: string; // base URL on loopback, e.g. http://127.0.0.1:3097
   server: Server;
   close(): Promise<void>;
 }
@@ -279,8 +279,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   function consentPage(view: { client: string; scope: string; redirectUri: string; resource?: string; approve: string; deny: string }) {
     const e = escapeHtml;
     return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>Authorize access</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>Authorize access</title>
 <style>body{font:16px system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem}dd{margin:0 0 .8rem;word-break:break-all}
 a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;border-radius:.4rem;text-decoration:none;border:1px solid #1a56db}
 #approve{background:#1a56db;color:#fff}#deny{color:#1a56db}</style></head>
@@ -289,8 +288,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
 <dl><dt>Client</dt><dd>${e(view.client)}</dd><dt>Scope</dt><dd>${e(view.scope)}</dd>
 <dt>Redirect</dt><dd>${e(view.redirectUri)}</dd><dt>Resource</dt><dd>${e(view.resource ?? "(not named)")}</dd></dl>
 <p><a id="approve" role="button" href="${e(view.approve)}">Approve</a><a id="deny" role="button" href="${e(view.deny)}">Deny</a></p>
-<script>for (const a of document.querySelectorAll("[role=button]")) a.onkeydown = (k) => { if (k.key === " ") { k.preventDefault(); a.click(); } };</script>
-</body></html>`;
+<script>for (const a of document.querySelectorAll("[role=button]")) a.onkeydown = (k) => { if (k.key === " ") { k.preventDefault(); a.click(); } };</script></body></html>`;
   }
 
   // ─── /token ────────────────────────────────────────────────────────────────────────────────────
@@ -375,9 +373,8 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
       sign("access", base, { sub: USER, aud: `${base}/mcp`, jti: randomId(), ...session }, config.accessTtl),
       sign("refresh", base, { jti: randomId(), ...session, exp: sessionExpiresAt }),
     ]);
-    sendJson(res, 200, {
-      access_token: accessToken, token_type: "Bearer", expires_in: config.accessTtl, refresh_token: refreshToken, scope: session.scope,
-    });
+    const answer = { access_token: accessToken, token_type: "Bearer", expires_in: config.accessTtl, refresh_token: refreshToken, scope: session.scope };
+    sendJson(res, 200, answer);
   }
 
   /** Form-encoded as RFC 6749 §4.1.3 says; JSON accepted too. Returns the parameters, or what is wrong. */
@@ -402,16 +399,16 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     if (!isJson(req.headers["content-type"])) return oauthError(res, 415, "invalid_client_metadata", "send the client metadata as application/json");
     const metadata = parseJson(body);
     if (!isObject(metadata)) return oauthError(res, 400, "invalid_client_metadata", "the body must be a JSON object");
-    const { redirect_uris: uris, application_type: appType = inferApplicationType(metadata.redirect_uris), client_name: name } = metadata;
+    const { redirect_uris: uris, client_name: name } = metadata;
     if (!Array.isArray(uris) || uris.length === 0 || !uris.every((uri) => typeof uri === "string")) {
       return oauthError(res, 400, "invalid_redirect_uri", "redirect_uris must be a non-empty array of URLs");
     }
-    for (const uri of uris) {
-      const problem = redirectUriProblem(uri);
-      if (problem) return oauthError(res, 400, "invalid_redirect_uri", problem);
-    }
+    const problem = uris.map(redirectUriProblem).find((found) => found !== undefined);
+    if (problem) return oauthError(res, 400, "invalid_redirect_uri", problem);
     // application_type (OpenID DCR §2, as MCP 2026-07-28 asks): web clients redirect to https sites;
     // native clients to the loopback interface, where they listen on a port of the moment (RFC 8252 §7.3).
+    // Unstated, a client whose redirect URIs are all loopback is taken for a desktop app: native.
+    const appType = metadata.application_type !== undefined ? metadata.application_type : (uris.every((uri) => isLoopbackHost(new URL(uri).hostname)) ? "native" : "web");
     if (appType !== "web" && appType !== "native") return oauthError(res, 400, "invalid_client_metadata", "application_type must be web or native");
     if (appType === "web" && uris.some((uri) => new URL(uri).protocol !== "https:")) {
       return oauthError(res, 400, "invalid_redirect_uri", "a web client's redirect_uris must be https");
@@ -431,12 +428,6 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
       client_id: clientId, client_id_issued_at: nowSeconds(), ...client, token_endpoint_auth_method: "none",
       grant_types: ["authorization_code", "refresh_token"], response_types: ["code"],
     });
-  }
-
-  /** Unstated application_type: native when every redirect URI is loopback (a desktop app), else web. */
-  function inferApplicationType(uris: unknown): string {
-    const loopback = (uri: unknown) => typeof uri === "string" && URL.canParse(uri) && isLoopbackHost(new URL(uri).hostname);
-    return Array.isArray(uris) && uris.length > 0 && uris.every(loopback) ? "native" : "web";
   }
 
   // ─── Discovery metadata ────────────────────────────────────────────────────────────────────────
@@ -620,10 +611,8 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     const handlers = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (!handlers) return httpError(res, path, 404, "not_found", `Nothing at ${path}`);
     const handler = Object.hasOwn(handlers, req.method ?? "") ? handlers[req.method ?? ""] : undefined;
-    if (!handler) {
-      const allow = Object.keys(handlers).join(", ");
-      return httpError(res, path, 405, "method_not_allowed", `${path} answers ${allow} only`, { allow });
-    }
+    const allow = Object.keys(handlers).join(", ");
+    if (!handler) return httpError(res, path, 405, "method_not_allowed", `${path} answers ${allow} only`, { allow });
     if (req.method !== "POST") return handler(req, res, query, "");
     const body = await readBody(req, BODY_LIMIT_BYTES);
     if (body === undefined) return httpError(res, path, 413, "invalid_request", `The body is over ${BODY_LIMIT_BYTES} bytes`);
@@ -659,9 +648,8 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   });
   const address = server.address();
   listeningPort = typeof address === "object" && address ? address.port : config.port;
-  const host = options.host === "localhost" || options.host === "::1" ? (options.host === "::1" ? "[::1]" : "localhost") : "127.0.0.1";
   return {
-    url: `http://${host}:${listeningPort}`,
+    url: `http://${options.host === "localhost" ? "localhost" : "127.0.0.1"}:${listeningPort}`,
     server,
     close: () => new Promise<void>((resolve) => {
       server.close(() => resolve());
@@ -725,11 +713,7 @@ function rpcError(res: ServerResponse, status: number, id: unknown, code: number
 }
 
 function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined; // not JSON: callers answer with their own error shape
-  }
+  try { return JSON.parse(text); } catch { return undefined; } // not JSON: each caller answers in its own shape
 }
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
@@ -758,8 +742,9 @@ function sameString(a: string, b: string): boolean {
 
 /** MCP headers carry non-ASCII values as =?base64?…?= (2026-07-28 transport); decode before comparing. */
 function decodeHeaderValue(value: string | string[] | undefined): string | undefined {
-  const encoded = typeof value === "string" ? /^=\?base64\?([A-Za-z0-9+/=]*)\?=$/.exec(value)?.[1] : undefined;
-  return encoded === undefined ? (typeof value === "string" ? value : undefined) : Buffer.from(encoded, "base64").toString("utf8");
+  if (typeof value !== "string") return undefined;
+  const encoded = /^=\?base64\?([A-Za-z0-9+/=]*)\?=$/.exec(value)?.[1];
+  return encoded === undefined ? value : Buffer.from(encoded, "base64").toString("utf8");
 }
 
 // Started directly (`tsx server.ts`, `deno run server.ts`) rather than imported? Deno says so with
