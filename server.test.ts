@@ -1418,7 +1418,8 @@ describe("Unknown paths, body limits and failures", () => {
       assertOAuthError(oauth, 500, "server_error");
       assert.doesNotMatch(oauth.text, STACK_TRACE);
       assert.doesNotMatch(oauth.text, /boom/);
-      const mcp = await callTool(fragile.url, "get_secret");
+      // A rejected token is an OAuth event (a challenge without one is not logged: it is the lazy path).
+      const mcp = await callTool(fragile.url, "get_secret", "not-a-valid-token");
       assertRpcError(mcp, 500, -32000);
       assert.doesNotMatch(mcp.text, STACK_TRACE);
       assert.doesNotMatch(mcp.text, /boom/);

@@ -149,8 +149,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   function baseUrl(req: IncomingMessage): string {
     if (config.publicUrl) return config.publicUrl;
     const host = req.headers.host ?? "";
-    const hostname = /^[\w.[\]:-]+$/.test(host) && URL.canParse(`http://${host}`) ? new URL(`http://${host}`).hostname : "";
-    return isLoopbackHost(hostname) ? `http://${host}` : `http://localhost:${listeningPort}`;
+    return isLoopbackHost(host.replace(/:\d{1,5}$/, "")) ? `http://${host}` : `http://localhost:${listeningPort}`;
   }
 
   function sign(kind: TokenKind, issuer: string, claims: JWTPayload, ttlSeconds?: number): Promise<string> {
@@ -499,7 +498,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
       // token was sent but did not count.
       const challenge = [`resource_metadata="${base}/.well-known/oauth-protected-resource/mcp"`, `scope="${SCOPE}"`];
       if (caller.tokenSent) challenge.push(`error="invalid_token"`, `error_description="The access token is invalid, expired or revoked"`);
-      log(`[oauth] ${params.name} refused: ${caller.tokenSent ? "invalid token" : "no token"}`);
+      if (caller.tokenSent) log(`[oauth] ${params.name} refused: the token is invalid, expired or revoked`);
       return rpcError(res, 401, id, -32001, "Authentication required", { "www-authenticate": `Bearer ${challenge.join(", ")}` });
     }
     const outcome = await answer(method, params, caller.claims, modern);
