@@ -1,6 +1,7 @@
 // CPU profile of this server under the full-flow load.
 //
 //   tsx bench/profile.ts [seconds=10] [--401] [--keep]
+//   tsx bench/profile.ts --from FILE.cpuprofile --ops N [--401]     (analyse a kept profile again)
 //
 // Starts `node --import tsx --cpu-prof server.ts`, drives the same flow load as the bench
 // (16 concurrent clients: authorize → token → protected tools/call), stops the server with
@@ -15,14 +16,15 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { HttpConnection } from "./http-client.ts";
 import { oneFlow, oneUnauthorized, runWindow } from "./load.ts";
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH_DIR);
 const HOST = "127.0.0.1";
-const SECONDS = Number(process.argv.slice(2).find((a) => /^\d+(\.\d+)?$/.test(a)) ?? 10);
+const SECONDS = Number(process.argv[2] && /^\d+(\.\d+)?$/.test(process.argv[2]) ? process.argv[2] : 10);
 const KEEP = process.argv.includes("--keep");
 const UNAUTH = process.argv.includes("--401");
 
@@ -76,11 +78,74 @@ function origin(url: string, fn: string): string {
 const shortUrl = (url: string) =>
   url.replace(/^file:\/\//, "").replace(ROOT + "/", "").replace(/^.*node_modules\//, "");
 
-// tsx hands V8 whitespace-minified code, so profile line numbers do not match server.ts:
-// functions of server.ts are located by name in the source instead.
-const serverSource = fs.existsSync(path.join(ROOT, "server.ts")) ? fs.readFileSync(path.join(ROOT, "server.ts"), "utf8").split("\n") : [];
+// tsx hands V8 whitespace-minified code (esbuild with minifyWhitespace and keepNames), so profile
+// positions do not match server.ts. The same transform, with a source map, maps them back; if
+// esbuild cannot be loaded, named functions are located by name in the source instead.
+const SERVER_FILE = path.join(ROOT, "server.ts");
+const serverSource = fs.existsSync(SERVER_FILE) ? fs.readFileSync(SERVER_FILE, "utf8") : "";
+const serverLines = serverSource.split("\n");
+
+const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/** Source-map "mappings" → per generated line, sorted [generatedColumn, originalLine] pairs (0-based). */
+function decodeMappings(mappings: string): Array<Array<[number, number]>> {
+  const out: Array<Array<[number, number]>> = [];
+  let origLine = 0;
+  for (const line of mappings.split(";")) {
+    const segs: Array<[number, number]> = [];
+    let genCol = 0;
+    for (const seg of line.split(",")) {
+      if (!seg) continue;
+      const v: number[] = [];
+      let shift = 0;
+      let acc = 0;
+      for (const ch of seg) {
+        const d = B64.indexOf(ch);
+        acc += (d & 31) << shift;
+        if (d & 32) shift += 5;
+        else {
+          v.push(acc & 1 ? -(acc >>> 1) : acc >>> 1);
+          acc = 0;
+          shift = 0;
+        }
+      }
+      genCol += v[0];
+      if (v.length >= 4) {
+        origLine += v[2];
+        segs.push([genCol, origLine]);
+      }
+    }
+    out.push(segs);
+  }
+  return out;
+}
+
+let generatedMap: Array<Array<[number, number]>> | null = null;
+try {
+  const esbuild = createRequire(pathToFileURL(path.join(ROOT, "node_modules/tsx/package.json")))("esbuild") as {
+    transformSync(code: string, options: Record<string, unknown>): { map: string };
+  };
+  const out = esbuild.transformSync(serverSource, {
+    loader: "ts", format: "esm", minifyWhitespace: true, keepNames: true, sourcemap: "external", sourcefile: "server.ts",
+  });
+  generatedMap = decodeMappings(JSON.parse(out.map).mappings);
+} catch {
+  generatedMap = null;
+}
+
+/** server.ts line (1-based) of a profile position, via the source map. */
+function mappedLine(lineNumber: number, columnNumber: number): number | undefined {
+  const segs = generatedMap?.[lineNumber];
+  if (!segs?.length) return undefined;
+  let best: [number, number] | undefined;
+  for (const sgm of segs) {
+    if (sgm[0] <= columnNumber) best = sgm;
+    else break;
+  }
+  return (best ?? segs[0])[1] + 1;
+}
+
 const lineCache = new Map<string, string>();
-function serverLine(name: string): string {
+function lineByName(name: string): string {
   if (!name) return "?";
   const hit = lineCache.get(name);
   if (hit) return hit;
@@ -93,7 +158,7 @@ function serverLine(name: string): string {
   ];
   let found = "?";
   for (const re of patterns) {
-    const i = serverSource.findIndex((l) => re.test(l));
+    const i = serverLines.findIndex((l) => re.test(l));
     if (i >= 0) {
       found = String(i + 1);
       break;
@@ -101,6 +166,15 @@ function serverLine(name: string): string {
   }
   lineCache.set(name, found);
   return found;
+}
+
+function serverFrame(cf: CallFrame): string {
+  const line = mappedLine(cf.lineNumber, cf.columnNumber);
+  if (line !== undefined) {
+    const text = (serverLines[line - 1] ?? "").trim().slice(0, 60);
+    return `${cf.functionName || "(anonymous)"}  server.ts:${line}${cf.functionName ? "" : `  «${text}»`}`;
+  }
+  return `${cf.functionName || "(anonymous)"}  server.ts:${cf.functionName ? lineByName(cf.functionName) : "?"}`;
 }
 
 function analyse(p: CpuProfile, flows: number, unit: string): string {
@@ -121,14 +195,9 @@ function analyse(p: CpuProfile, flows: number, unit: string): string {
   const busy = total - idle;
 
   const fnKey = (cf: CallFrame) =>
-    `${cf.functionName || "(anonymous)"}  ${shortUrl(cf.url)}` +
-    (cf.url.endsWith("/server.ts")
-      ? cf.functionName
-        ? `:${serverLine(cf.functionName)}`
-        : ` (generated code ${cf.lineNumber + 1}:${cf.columnNumber + 1})`
-      : cf.url
-        ? `:${cf.lineNumber + 1}`
-        : "");
+    cf.url.endsWith("/server.ts")
+      ? serverFrame(cf)
+      : `${cf.functionName || "(anonymous)"}  ${shortUrl(cf.url)}${cf.url ? `:${cf.lineNumber + 1}` : ""}`;
   const selfByFn = new Map<string, number>();
   const selfByOrigin = new Map<string, number>();
   // inclusive time of server.ts functions: each sample counts once per distinct function on its stack
@@ -171,6 +240,13 @@ function analyse(p: CpuProfile, flows: number, unit: string): string {
 }
 
 async function main(): Promise<void> {
+  // --from FILE --ops N: analyse a kept profile again (N = flows or requests it covered)
+  const from = process.argv.indexOf("--from");
+  if (from >= 0) {
+    const ops = Number(process.argv[process.argv.indexOf("--ops") + 1]) || 1;
+    console.log(analyse(JSON.parse(fs.readFileSync(process.argv[from + 1], "utf8")) as CpuProfile, ops, UNAUTH ? "request" : "flow"));
+    return;
+  }
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lazy-auth-prof-"));
   const child = spawn(process.execPath, ["--import", "tsx", "--cpu-prof", `--cpu-prof-dir=${dir}`, "server.ts"], {
