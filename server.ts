@@ -136,7 +136,7 @@ export interface RunningServer {
 /** Builds the server and starts listening. Options override the environment (tests listen on port 0). */
 export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
   const config = readConfig(options);
-  const log = options.log ?? ((line: string) => console.log(line));
+  const log = options.log ?? ((line: string) => void process.stdout.write(`${line}\n`));
   const store = failClosed(options.store ?? new MemoryStore());
   if (config.secret === undefined) log("JWT_SECRET is not set: signing with a random secret for this process only");
   // Import the key once: handing jose raw bytes would import them again on every sign and verify.
