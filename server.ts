@@ -610,8 +610,10 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     const handlers = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (!handlers) return httpError(res, path, 404, "not_found", `Nothing at ${path}`);
     const handler = Object.hasOwn(handlers, req.method ?? "") ? handlers[req.method ?? ""] : undefined;
-    const allow = Object.keys(handlers).join(", ");
-    if (!handler) return httpError(res, path, 405, "method_not_allowed", `${path} answers ${allow} only`, { allow });
+    if (!handler) {
+      const allow = Object.keys(handlers).join(", ");
+      return httpError(res, path, 405, "method_not_allowed", `${path} answers ${allow} only`, { allow });
+    }
     if (req.method !== "POST") return handler(req, res, query, "");
     const body = await readBody(req, BODY_LIMIT_BYTES);
     if (body === undefined) return httpError(res, path, 413, "invalid_request", `The body is over ${BODY_LIMIT_BYTES} bytes`);
@@ -701,7 +703,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | undefin
 }
 
 function send(res: ServerResponse, status: number, type: string, body: string, headers: Record<string, string> = {}) {
-  res.writeHead(status, { "content-type": type, ...headers }).end(body);
+  res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body), ...headers }).end(body);
 }
 const sendJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) =>
   send(res, status, "application/json", JSON.stringify(body), headers);
