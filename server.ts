@@ -219,6 +219,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
       Object.entries({ ...extra, ...(state !== undefined && { state }), iss: base }).forEach(([name, value]) => target.searchParams.set(name, value));
       return target.href;
     };
+    // Demo only: consent is one click on a link, for the fixed user. A real server signs the user in first
+    // and takes the decision as a POST carrying a CSRF token.
     if (param("approved") !== "1") {
       const approve = new URL(`${base}/authorize?${query}`);
       approve.searchParams.set("approved", "1");
