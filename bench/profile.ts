@@ -13,12 +13,11 @@
 
 import { spawn } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { createRequire } from "node:module";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { HttpConnection } from "./http-client.ts";
+import { HttpConnection, freePort } from "./http-client.ts";
 import { oneFlow, oneUnauthorized, runWindow } from "./load.ts";
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
@@ -45,17 +44,6 @@ interface CpuProfile {
   timeDeltas: number[];
   startTime: number;
   endTime: number;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, HOST, () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
 }
 
 function origin(url: string, fn: string): string {

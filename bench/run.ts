@@ -10,11 +10,10 @@
 
 import { spawn, spawnSync, execFileSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { HttpConnection } from "./http-client.ts";
+import { HttpConnection, freePort } from "./http-client.ts";
 import { oneFlow, oneUnauthorized, runWindow, percentile, median, type WindowResult } from "./load.ts";
 import { processTree, treeCpuSeconds, rssKb, hwmKb, listeningPid, machineCpuSeconds } from "./proc.ts";
 
@@ -107,17 +106,6 @@ interface Running {
 }
 
 const JWT_SECRET = "bench-only-secret-0123456789abcdefghijklmnopqrstuvwxyz";
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, HOST, () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 function start(spec: TargetSpec, port: number): Running {
   const [cmd, ...args] = spec.command(port);
