@@ -169,6 +169,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     log(`[oauth] session ${sid} revoked: ${reason}`);
   }
 
+  /** RFC 8707 §2: `resource` names the server a token is for; only this server's MCP endpoint may be asked for. */
+  const namesOtherResource = (resource: string | undefined, base: string) => resource !== undefined && resource !== `${base}/mcp`;
+
   function oauthError(res: ServerResponse, status: number, error: string, description: string) {
     log(`[oauth] rejected ${error}: ${description}`);
     sendJson(res, status, { error, error_description: description });
@@ -206,9 +209,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     if (param("code_challenge_method") !== "S256") return oauthError(res, 400, "invalid_request", "code_challenge_method must be S256 (PKCE is required)");
     if (!challenge || !/^[A-Za-z0-9_-]{43}$/.test(challenge)) return oauthError(res, 400, "invalid_request", "code_challenge must be 43 base64url characters");
 
-    // resource names the server the token is for (RFC 8707 §2): only this one can be asked for.
     const resource = param("resource");
-    if (resource !== undefined && resource !== `${base}/mcp`) return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
+    if (namesOtherResource(resource, base)) return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
     const scope = param("scope") ?? SCOPE;
     if (scope.split(" ").some((s) => s !== SCOPE)) return oauthError(res, 400, "invalid_scope", `the only scope is "${SCOPE}"`);
     const state = param("state");
@@ -338,7 +340,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     if (params.redirect_uri !== undefined && params.redirect_uri !== code.redirect_uri) {
       return oauthError(res, 400, "invalid_grant", "redirect_uri does not match the authorization request");
     }
-    if (params.resource !== undefined && params.resource !== `${base}/mcp`) return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
+    if (namesOtherResource(params.resource, base)) return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
 
     const scope = typeof code.scope === "string" ? code.scope : SCOPE;
     const sessionExpiresAt = secondsFromNow(config.refreshTtl); // absolute: rotation never extends it
@@ -358,7 +360,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     }
     if (params.client_id !== old.client_id) return oauthError(res, 400, "invalid_grant", "refresh_token was issued to another client");
     if (await store.isRevoked(old.sid)) return oauthError(res, 400, "invalid_grant", "the session was revoked");
-    if (params.resource !== undefined && params.resource !== `${base}/mcp`) return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
+    if (namesOtherResource(params.resource, base)) return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
     if (!(await store.spendOnce(old.jti, old.exp))) {
       await revokeSession(old.sid, nowSeconds(), "refresh token reused");
       return oauthError(res, 400, "invalid_grant", "refresh_token was already used; its session is revoked");
