@@ -3,7 +3,7 @@
 // status and the error code. Runs under Node (`npx tsx --test server.test.ts`) and Deno 2
 // (`npx deno test -A server.test.ts`).
 
-import { describe, test, before, after } from "node:test";
+import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { spawn } from "node:child_process";
@@ -11,10 +11,21 @@ import { randomBytes } from "node:crypto";
 import { request as httpRequest } from "node:http";
 import { connect } from "node:net";
 import { fileURLToPath } from "node:url";
-import { SignJWT, decodeJwt, type JWTPayload } from "jose";
-import { startServer, MemoryStore } from "./server.ts";
+import { decodeJwt, type JWTPayload, SignJWT } from "jose";
+import { MemoryStore, startServer } from "./server.ts";
 import {
-  type Answer, CLIENT_ID, REDIRECT_URI, authorizeCode, authorizeUrl, callTool, pkcePair, postForm, postJson, request, rpc, signIn,
+  type Answer,
+  authorizeCode,
+  authorizeUrl,
+  callTool,
+  CLIENT_ID,
+  pkcePair,
+  postForm,
+  postJson,
+  REDIRECT_URI,
+  request,
+  rpc,
+  signIn,
 } from "./test/helpers.ts";
 
 type Running = Awaited<ReturnType<typeof startServer>>;
@@ -47,7 +58,11 @@ function assertOAuthError(answer: Answer, status: number, error: string) {
 function assertRpcError(answer: Answer, status: number, code: number) {
   assert.equal(answer.status, status, `expected HTTP ${status} with ${code}, got ${answer.status}: ${answer.text}`);
   assert.equal(answer.json?.jsonrpc, "2.0", `a JSON-RPC answer: ${answer.text}`);
-  assert.equal(answer.json?.error?.code, code, `expected HTTP ${status} with ${code}, got ${answer.status}: ${answer.text}`);
+  assert.equal(
+    answer.json?.error?.code,
+    code,
+    `expected HTTP ${status} with ${code}, got ${answer.status}: ${answer.text}`,
+  );
   assert.equal(answer.json.result, undefined, "an error carries no result");
 }
 
@@ -81,7 +96,11 @@ function assertUnauthorized(answer: Answer, tokenSent: boolean) {
   assert.equal(answer.json?.error?.code, -32001, `expected 401 with -32001, got ${answer.text}`);
   const params = challenge(answer);
   assert.equal(params.resource_metadata, `${base}/.well-known/oauth-protected-resource/mcp`);
-  assert.equal(params.error, tokenSent ? "invalid_token" : undefined, `error= in "${answer.headers.get("www-authenticate")}"`);
+  assert.equal(
+    params.error,
+    tokenSent ? "invalid_token" : undefined,
+    `error= in "${answer.headers.get("www-authenticate")}"`,
+  );
   assert.doesNotMatch(answer.text, /lazy auth works/, "no secret in a refused answer");
 }
 
@@ -111,10 +130,18 @@ async function startOfNextSecond(): Promise<number> {
 const tokenRequest = (params: Record<string, string | undefined>, at = base) => postForm(`${at}/token`, params);
 
 /** The code grant with everything right unless overridden. */
-function exchange(authorization: { code: string; verifier: string; clientId: string; redirectUri: string }, overrides: Record<string, string | undefined> = {}, at = base) {
+function exchange(
+  authorization: { code: string; verifier: string; clientId: string; redirectUri: string },
+  overrides: Record<string, string | undefined> = {},
+  at = base,
+) {
   return tokenRequest({
-    grant_type: "authorization_code", code: authorization.code, code_verifier: authorization.verifier,
-    client_id: authorization.clientId, redirect_uri: authorization.redirectUri, ...overrides,
+    grant_type: "authorization_code",
+    code: authorization.code,
+    code_verifier: authorization.verifier,
+    client_id: authorization.clientId,
+    redirect_uri: authorization.redirectUri,
+    ...overrides,
   }, at);
 }
 
@@ -148,8 +175,16 @@ function unsigned(claims: JWTPayload, typ: string): string {
 function accessClaims(overrides: JWTPayload = {}): JWTPayload {
   const now = nowSeconds();
   return {
-    iss: base, sub: "demo-user", aud: resource, iat: now, exp: now + 60, jti: randomBytes(8).toString("hex"),
-    client_id: CLIENT_ID, scope: "mcp", sid: randomBytes(8).toString("hex"), ...overrides,
+    iss: base,
+    sub: "demo-user",
+    aud: resource,
+    iat: now,
+    exp: now + 60,
+    jti: randomBytes(8).toString("hex"),
+    client_id: CLIENT_ID,
+    scope: "mcp",
+    sid: randomBytes(8).toString("hex"),
+    ...overrides,
   };
 }
 
@@ -166,12 +201,15 @@ function linkHref(html: string, label: string): URL {
 function getWithHost(path: string, host: string): Promise<{ status: number; json: any }> {
   return new Promise((resolve, reject) => {
     const url = new URL(path, base);
-    const outgoing = httpRequest({ host: url.hostname, port: url.port, path: url.pathname, headers: { host } }, (incoming) => {
-      let text = "";
-      incoming.setEncoding("utf8").on("data", (chunk: string) => (text += chunk)).on("end", () => {
-        resolve({ status: incoming.statusCode ?? 0, json: JSON.parse(text) });
-      });
-    });
+    const outgoing = httpRequest(
+      { host: url.hostname, port: url.port, path: url.pathname, headers: { host } },
+      (incoming) => {
+        let text = "";
+        incoming.setEncoding("utf8").on("data", (chunk: string) => (text += chunk)).on("end", () => {
+          resolve({ status: incoming.statusCode ?? 0, json: JSON.parse(text) });
+        });
+      },
+    );
     outgoing.on("error", reject).end();
   });
 }
@@ -193,14 +231,20 @@ describe("The lazy flow", () => {
 
   test("A public call works with no token: initialize, tools/list and whoami → 200", async () => {
     const initialize = await rpc(base, {
-      jsonrpc: "2.0", id: 1, method: "initialize",
+      jsonrpc: "2.0",
+      id: 1,
+      method: "initialize",
       params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "test", version: "1" } },
     });
     assertRpcResult(initialize);
     assert.equal(initialize.json.result.protocolVersion, "2025-06-18");
     const list = await rpc(base, { jsonrpc: "2.0", id: 2, method: "tools/list" });
     assertRpcResult(list);
-    assert.deepEqual(list.json.result.tools.map((tool: { name: string }) => tool.name).sort(), ["get_secret", "revoke_auth_token", "whoami"]);
+    assert.deepEqual(list.json.result.tools.map((tool: { name: string }) => tool.name).sort(), [
+      "get_secret",
+      "revoke_auth_token",
+      "whoami",
+    ]);
     const whoami = await callTool(base, "whoami");
     assertRpcResult(whoami);
     assert.match(whoami.json.result.content[0].text, /anonymous/);
@@ -224,7 +268,10 @@ describe("The lazy flow", () => {
   });
 
   test("The host registers at the registration_endpoint → 201 with a client_id", async () => {
-    const answer = await postJson(authorizationServer.registration_endpoint, { redirect_uris: [REDIRECT_URI], client_name: clientName });
+    const answer = await postJson(authorizationServer.registration_endpoint, {
+      redirect_uris: [REDIRECT_URI],
+      client_name: clientName,
+    });
     assert.equal(answer.status, 201, answer.text);
     assert.equal(answer.json.error, undefined);
     clientId = answer.json.client_id;
@@ -237,7 +284,10 @@ describe("The lazy flow", () => {
     assert.equal(page.status, 200, page.text);
     assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
     assert.ok(!page.text.includes("<script>alert"), "no echoed value is live markup");
-    assert.ok(page.text.includes("&#60;script&#62;alert(&#39;name&#39;)&#60;/script&#62;"), "the client name is shown, escaped");
+    assert.ok(
+      page.text.includes("&#60;script&#62;alert(&#39;name&#39;)&#60;/script&#62;"),
+      "the client name is shown, escaped",
+    );
     approve = linkHref(page.text, "Approve");
     assert.equal(approve.searchParams.get("approved"), "1");
     assert.equal(approve.searchParams.get("state"), state);
@@ -321,7 +371,10 @@ describe("Discovery metadata", () => {
       assert.equal(answer.status, 200, answer.text);
       assert.match(answer.headers.get("content-type") ?? "", /^application\/json/);
       assert.deepEqual(answer.json, {
-        resource, authorization_servers: [base], scopes_supported: ["mcp"], bearer_methods_supported: ["header"],
+        resource,
+        authorization_servers: [base],
+        scopes_supported: ["mcp"],
+        bearer_methods_supported: ["header"],
       });
     });
   }
@@ -339,7 +392,12 @@ describe("Discovery metadata", () => {
   });
 
   test("With publicUrl set, the metadata names it whatever the Host header says", async () => {
-    const behindProxy = await startServer({ port: 0, host: "127.0.0.1", publicUrl: "https://mcp.example.com", log: () => {} });
+    const behindProxy = await startServer({
+      port: 0,
+      host: "127.0.0.1",
+      publicUrl: "https://mcp.example.com",
+      log: () => {},
+    });
     try {
       const answer = await request(`${behindProxy.url}/.well-known/oauth-authorization-server`);
       assert.equal(answer.status, 200, answer.text);
@@ -359,12 +417,20 @@ describe("Discovery metadata", () => {
 
 describe("/authorize", () => {
   test("Authorize without PKCE → 400", async () => {
-    assertOAuthError(await authorize({ code_challenge: undefined, code_challenge_method: undefined }), 400, "invalid_request");
+    assertOAuthError(
+      await authorize({ code_challenge: undefined, code_challenge_method: undefined }),
+      400,
+      "invalid_request",
+    );
   });
 
   test("Authorize with plain method → 400", async () => {
     const { verifier } = pkcePair(); // with plain, the challenge is the verifier itself
-    assertOAuthError(await authorize({ code_challenge: verifier, code_challenge_method: "plain" }), 400, "invalid_request");
+    assertOAuthError(
+      await authorize({ code_challenge: verifier, code_challenge_method: "plain" }),
+      400,
+      "invalid_request",
+    );
   });
 
   test("A well-formed request → 200 consent page (the control for the rejections below)", async () => {
@@ -379,7 +445,15 @@ describe("/authorize", () => {
 
   test("A code_challenge that is not 43 base64url characters → 400 invalid_request", async () => {
     const good = pkcePair().challenge;
-    for (const challenge of [good.slice(0, 42), `${good}A`, `${good.slice(0, 42)}+`, `${good.slice(0, 42)}=`, `${good.slice(0, 42)}/`]) {
+    for (
+      const challenge of [
+        good.slice(0, 42),
+        `${good}A`,
+        `${good.slice(0, 42)}+`,
+        `${good.slice(0, 42)}=`,
+        `${good.slice(0, 42)}/`,
+      ]
+    ) {
       assertOAuthError(await authorize({ code_challenge: challenge }), 400, "invalid_request");
     }
   });
@@ -389,10 +463,17 @@ describe("/authorize", () => {
   });
 
   test("A redirect_uri that is neither https nor http on a loopback host → 400 invalid_request", async () => {
-    for (const uri of [
-      "http://app.example/callback", "http://localhost.evil.example/callback", "http://127.0.0.1.evil.example/callback",
-      "javascript:alert(1)", "com.example.app:/callback", "ftp://127.0.0.1/callback", "/callback",
-    ]) {
+    for (
+      const uri of [
+        "http://app.example/callback",
+        "http://localhost.evil.example/callback",
+        "http://127.0.0.1.evil.example/callback",
+        "javascript:alert(1)",
+        "com.example.app:/callback",
+        "ftp://127.0.0.1/callback",
+        "/callback",
+      ]
+    ) {
       assertOAuthError(await authorize({ redirect_uri: uri }), 400, "invalid_request");
     }
   });
@@ -403,7 +484,14 @@ describe("/authorize", () => {
   });
 
   test("An https redirect_uri, or http on localhost, 127.x or [::1], is accepted → 200", async () => {
-    for (const uri of ["https://app.example/callback", "http://localhost:1234/cb", "http://127.0.0.2/cb", "http://[::1]:9/cb"]) {
+    for (
+      const uri of [
+        "https://app.example/callback",
+        "http://localhost:1234/cb",
+        "http://127.0.0.2/cb",
+        "http://[::1]:9/cb",
+      ]
+    ) {
       const answer = await authorize({ redirect_uri: uri });
       assert.equal(answer.status, 200, `${uri}: ${answer.text}`);
     }
@@ -414,10 +502,16 @@ describe("/authorize", () => {
     assert.equal(registered.status, 201, registered.text);
     const clientId = registered.json.client_id;
     assert.equal((await authorize({ client_id: clientId, redirect_uri: "https://app.example/callback" })).status, 200);
-    for (const uri of [
-      "https://app.example/callback/", "https://app.example/other", "https://app.example:8443/callback",
-      "https://app.example/callback?x=1", "https://evil.example/callback", "http://127.0.0.1:8765/callback",
-    ]) {
+    for (
+      const uri of [
+        "https://app.example/callback/",
+        "https://app.example/other",
+        "https://app.example:8443/callback",
+        "https://app.example/callback?x=1",
+        "https://evil.example/callback",
+        "http://127.0.0.1:8765/callback",
+      ]
+    ) {
       assertOAuthError(await authorize({ client_id: clientId, redirect_uri: uri }), 400, "invalid_request");
     }
   });
@@ -426,10 +520,14 @@ describe("/authorize", () => {
     const registered = await postJson(`${base}/register`, { redirect_uris: ["http://127.0.0.1:3000/callback"] });
     assert.equal(registered.status, 201, registered.text);
     const clientId = registered.json.client_id;
-    for (const uri of ["http://127.0.0.1:3000/callback", "http://127.0.0.1:49152/callback", "http://127.0.0.1/callback"]) {
+    for (
+      const uri of ["http://127.0.0.1:3000/callback", "http://127.0.0.1:49152/callback", "http://127.0.0.1/callback"]
+    ) {
       assert.equal((await authorize({ client_id: clientId, redirect_uri: uri })).status, 200, uri);
     }
-    for (const uri of ["http://127.0.0.1:3000/other", "http://localhost:3000/callback", "https://127.0.0.1:3000/callback"]) {
+    for (
+      const uri of ["http://127.0.0.1:3000/other", "http://localhost:3000/callback", "https://127.0.0.1:3000/callback"]
+    ) {
       assertOAuthError(await authorize({ client_id: clientId, redirect_uri: uri }), 400, "invalid_request");
     }
   });
@@ -457,12 +555,22 @@ describe("/authorize", () => {
   });
 
   test("An unknown client_id (not a metadata-document URL, not a registered client) → 400 invalid_client", async () => {
-    const forgedWithAnotherKey = await forge({ redirect_uris: [REDIRECT_URI] }, { typ: "client+jwt", key: "another secret that is at least 32 bytes" });
+    const forgedWithAnotherKey = await forge({ redirect_uris: [REDIRECT_URI] }, {
+      typ: "client+jwt",
+      key: "another secret that is at least 32 bytes",
+    });
     const accessTokenShaped = await forge({ redirect_uris: [REDIRECT_URI] }, { typ: "at+jwt" }); // our key, wrong kind
-    for (const clientId of [
-      "not-a-url", "https://client.example", "https://client.example/", "http://client.example/client.json",
-      "https://client.example/client.json#x", forgedWithAnotherKey, accessTokenShaped,
-    ]) {
+    for (
+      const clientId of [
+        "not-a-url",
+        "https://client.example",
+        "https://client.example/",
+        "http://client.example/client.json",
+        "https://client.example/client.json#x",
+        forgedWithAnotherKey,
+        accessTokenShaped,
+      ]
+    ) {
       assertOAuthError(await authorize({ client_id: clientId }), 400, "invalid_client");
     }
   });
@@ -483,8 +591,14 @@ describe("/authorize", () => {
     });
     assert.equal(answer.status, 200, answer.text);
     assert.ok(!/<script>alert/.test(answer.text), "no echoed value is live markup");
-    assert.ok(answer.text.includes("https://client.example/&#60;script&#62;alert(1)&#60;/script&#62;"), "the client is shown, escaped");
-    assert.ok(answer.text.includes("cb?next=&#34;&#62;&#60;script&#62;alert(2)&#60;/script&#62;"), "the redirect is shown, escaped");
+    assert.ok(
+      answer.text.includes("https://client.example/&#60;script&#62;alert(1)&#60;/script&#62;"),
+      "the client is shown, escaped",
+    );
+    assert.ok(
+      answer.text.includes("cb?next=&#34;&#62;&#60;script&#62;alert(2)&#60;/script&#62;"),
+      "the redirect is shown, escaped",
+    );
   });
 
   test("The consent page refuses framing and caching: X-Frame-Options DENY, CSP frame-ancestors 'none', Cache-Control no-store", async () => {
@@ -534,7 +648,11 @@ describe("/token", () => {
 
   test("Token exchange with mismatched redirect_uri → invalid_grant", async () => {
     const authorization = await authorizeCode(base);
-    assertOAuthError(await exchange(authorization, { redirect_uri: "http://127.0.0.1:8765/other" }), 400, "invalid_grant");
+    assertOAuthError(
+      await exchange(authorization, { redirect_uri: "http://127.0.0.1:8765/other" }),
+      400,
+      "invalid_grant",
+    );
   });
 
   test("Token exchange with verifier + matching redirect_uri → success", async () => {
@@ -557,16 +675,35 @@ describe("/token", () => {
       "code grant": await exchange(await authorizeCode(base)),
       "refresh grant": await refreshRequest(tokens.refresh_token),
       "invalid_request (no grant_type)": await tokenRequest({ code: "x" }),
-      "invalid_request (content type)": await request(`${base}/token`, { method: "POST", headers: { "content-type": "text/plain" }, body: "grant_type=authorization_code" }),
-      "invalid_grant": await tokenRequest({ grant_type: "authorization_code", code: "not-a-code", code_verifier: pkcePair().verifier, client_id: CLIENT_ID }),
+      "invalid_request (content type)": await request(`${base}/token`, {
+        method: "POST",
+        headers: { "content-type": "text/plain" },
+        body: "grant_type=authorization_code",
+      }),
+      "invalid_grant": await tokenRequest({
+        grant_type: "authorization_code",
+        code: "not-a-code",
+        code_verifier: pkcePair().verifier,
+        client_id: CLIENT_ID,
+      }),
       "invalid_target": await exchange(await authorizeCode(base), { resource: "https://other.example/mcp" }),
       "unsupported_grant_type": await tokenRequest({ grant_type: "client_credentials", client_id: CLIENT_ID }),
     };
     for (const [what, answer] of Object.entries(answers)) {
-      assert.equal(answer.headers.get("cache-control"), "no-store", `${what} (${answer.status} ${answer.json?.error}) carries no-store`);
+      assert.equal(
+        answer.headers.get("cache-control"),
+        "no-store",
+        `${what} (${answer.status} ${answer.json?.error}) carries no-store`,
+      );
     }
     assert.deepEqual(Object.values(answers).map((answer) => `${answer.status} ${answer.json?.error}`), [
-      "200 undefined", "200 undefined", "400 invalid_request", "400 invalid_request", "400 invalid_grant", "400 invalid_target", "400 unsupported_grant_type",
+      "200 undefined",
+      "200 undefined",
+      "400 invalid_request",
+      "400 invalid_request",
+      "400 invalid_grant",
+      "400 invalid_target",
+      "400 unsupported_grant_type",
     ]);
   });
 
@@ -588,7 +725,11 @@ describe("/token", () => {
 
   test("Token exchange by a client_id other than the code's → invalid_grant", async () => {
     const authorization = await authorizeCode(base);
-    assertOAuthError(await exchange(authorization, { client_id: "https://other-client.example/client.json" }), 400, "invalid_grant");
+    assertOAuthError(
+      await exchange(authorization, { client_id: "https://other-client.example/client.json" }),
+      400,
+      "invalid_grant",
+    );
   });
 
   test("Auth-code replay revokes the session minted by the first exchange: its access token → 401 invalid_token, its refresh token → invalid_grant", async () => {
@@ -605,7 +746,11 @@ describe("/token", () => {
     const authorization = await authorizeCode(base);
     const answers = await Promise.all([exchange(authorization), exchange(authorization)]);
     const winners = answers.filter((answer) => answer.status === 200);
-    assert.equal(winners.length, 1, `exactly one exchange succeeds: ${answers.map((answer) => answer.text).join(" | ")}`);
+    assert.equal(
+      winners.length,
+      1,
+      `exactly one exchange succeeds: ${answers.map((answer) => answer.text).join(" | ")}`,
+    );
     assertOAuthError(answers.find((answer) => answer.status !== 200) as Answer, 400, "invalid_grant");
     assertUnauthorized(await callTool(base, "get_secret", winners[0].json.access_token), true);
     assertOAuthError(await refreshRequest(winners[0].json.refresh_token), 400, "invalid_grant");
@@ -650,16 +795,37 @@ describe("/token", () => {
   test("A code checks out only with our signature, the code typ, our issuer and an unexpired exp → otherwise invalid_grant", async () => {
     const pkce = pkcePair();
     const claims = (overrides: JWTPayload = {}): JWTPayload => ({
-      iss: base, iat: nowSeconds(), exp: nowSeconds() + 300, jti: randomBytes(8).toString("hex"), client_id: CLIENT_ID,
-      redirect_uri: REDIRECT_URI, code_challenge: pkce.challenge, scope: "mcp", resource, ...overrides,
+      iss: base,
+      iat: nowSeconds(),
+      exp: nowSeconds() + 300,
+      jti: randomBytes(8).toString("hex"),
+      client_id: CLIENT_ID,
+      redirect_uri: REDIRECT_URI,
+      code_challenge: pkce.challenge,
+      scope: "mcp",
+      resource,
+      ...overrides,
     });
-    const redeem = (code: string) => exchange({ code, verifier: pkce.verifier, clientId: CLIENT_ID, redirectUri: REDIRECT_URI });
+    const redeem = (code: string) =>
+      exchange({ code, verifier: pkce.verifier, clientId: CLIENT_ID, redirectUri: REDIRECT_URI });
     assertTokens(await redeem(await forge(claims(), { typ: "code+jwt" }))); // control: right in every way
-    assertOAuthError(await redeem(await forge(claims(), { typ: "code+jwt", key: "another secret that is at least 32 bytes" })), 400, "invalid_grant");
+    assertOAuthError(
+      await redeem(await forge(claims(), { typ: "code+jwt", key: "another secret that is at least 32 bytes" })),
+      400,
+      "invalid_grant",
+    );
     assertOAuthError(await redeem(await forge(claims(), { typ: "at+jwt" })), 400, "invalid_grant");
     assertOAuthError(await redeem(await forge(claims(), { typ: "refresh+jwt" })), 400, "invalid_grant");
-    assertOAuthError(await redeem(await forge(claims({ iss: "http://localhost:1" }), { typ: "code+jwt" })), 400, "invalid_grant");
-    assertOAuthError(await redeem(await forge(claims({ exp: nowSeconds() - 5 }), { typ: "code+jwt" })), 400, "invalid_grant");
+    assertOAuthError(
+      await redeem(await forge(claims({ iss: "http://localhost:1" }), { typ: "code+jwt" })),
+      400,
+      "invalid_grant",
+    );
+    assertOAuthError(
+      await redeem(await forge(claims({ exp: nowSeconds() - 5 }), { typ: "code+jwt" })),
+      400,
+      "invalid_grant",
+    );
     assertOAuthError(await redeem(unsigned(claims(), "code+jwt")), 400, "invalid_grant");
   });
 
@@ -677,7 +843,11 @@ describe("/token", () => {
 
   test("Refresh with a client_id other than the token's → invalid_grant", async () => {
     const tokens = await signIn(base);
-    assertOAuthError(await refreshRequest(tokens.refresh_token, "https://other-client.example/client.json"), 400, "invalid_grant");
+    assertOAuthError(
+      await refreshRequest(tokens.refresh_token, "https://other-client.example/client.json"),
+      400,
+      "invalid_grant",
+    );
   });
 
   test("Refresh naming a resource other than this server's /mcp → invalid_target, and the refresh token is not spent", async () => {
@@ -690,8 +860,16 @@ describe("/token", () => {
   test("An access token presented as a refresh token → invalid_grant", async () => {
     const tokens = await signIn(base);
     assertOAuthError(await refreshRequest(tokens.access_token), 400, "invalid_grant");
-    const foreign = await forge({ iss: base, jti: "j", sid: "s", client_id: CLIENT_ID, scope: "mcp", exp: nowSeconds() + 60 }, {
-      typ: "refresh+jwt", key: "another secret that is at least 32 bytes",
+    const foreign = await forge({
+      iss: base,
+      jti: "j",
+      sid: "s",
+      client_id: CLIENT_ID,
+      scope: "mcp",
+      exp: nowSeconds() + 60,
+    }, {
+      typ: "refresh+jwt",
+      key: "another secret that is at least 32 bytes",
     });
     assertOAuthError(await refreshRequest(foreign), 400, "invalid_grant");
   });
@@ -699,7 +877,11 @@ describe("/token", () => {
   test("Refresh without refresh_token or without client_id → invalid_request", async () => {
     const tokens = await signIn(base);
     assertOAuthError(await tokenRequest({ grant_type: "refresh_token", client_id: CLIENT_ID }), 400, "invalid_request");
-    assertOAuthError(await tokenRequest({ grant_type: "refresh_token", refresh_token: tokens.refresh_token }), 400, "invalid_request");
+    assertOAuthError(
+      await tokenRequest({ grant_type: "refresh_token", refresh_token: tokens.refresh_token }),
+      400,
+      "invalid_request",
+    );
   });
 
   test("The refresh lifetime is absolute (refreshTokenTtlSeconds: 3): a refresh at 1.5 s works and keeps the original exp; past 3 s → invalid_grant", async () => {
@@ -708,11 +890,18 @@ describe("/token", () => {
       const start = await startOfNextSecond(); // exp claims are whole seconds: start on a boundary
       const tokens = await signIn(short.url);
       const sessionEnd = Number(decodeJwt(tokens.refresh_token).exp) * 1000;
-      assert.ok(sessionEnd - start >= 3000 && sessionEnd - start <= 4000, `the session lasts about 3 s: ${sessionEnd - start} ms`);
+      assert.ok(
+        sessionEnd - start >= 3000 && sessionEnd - start <= 4000,
+        `the session lasts about 3 s: ${sessionEnd - start} ms`,
+      );
       await sleep(start + 1500 - Date.now());
       const rotated = await refreshRequest(tokens.refresh_token, CLIENT_ID, short.url);
       assertTokens(rotated);
-      assert.equal(decodeJwt(rotated.json.refresh_token).exp, decodeJwt(tokens.refresh_token).exp, "rotation keeps the session's exp");
+      assert.equal(
+        decodeJwt(rotated.json.refresh_token).exp,
+        decodeJwt(tokens.refresh_token).exp,
+        "rotation keeps the session's exp",
+      );
       await sleep(sessionEnd + 200 - Date.now());
       assertOAuthError(await refreshRequest(rotated.json.refresh_token, CLIENT_ID, short.url), 400, "invalid_grant");
     } finally {
@@ -721,8 +910,14 @@ describe("/token", () => {
   });
 
   test("Another grant type → unsupported_grant_type", async () => {
-    for (const grantType of ["client_credentials", "password", "implicit", "urn:ietf:params:oauth:grant-type:device_code"]) {
-      assertOAuthError(await tokenRequest({ grant_type: grantType, client_id: CLIENT_ID }), 400, "unsupported_grant_type");
+    for (
+      const grantType of ["client_credentials", "password", "implicit", "urn:ietf:params:oauth:grant-type:device_code"]
+    ) {
+      assertOAuthError(
+        await tokenRequest({ grant_type: grantType, client_id: CLIENT_ID }),
+        400,
+        "unsupported_grant_type",
+      );
     }
   });
 
@@ -735,7 +930,11 @@ describe("/token", () => {
   test("A JSON body is accepted → success", async () => {
     const authorization = await authorizeCode(base);
     const answer = await postJson(`${base}/token`, {
-      grant_type: "authorization_code", code: authorization.code, code_verifier: authorization.verifier, client_id: CLIENT_ID, redirect_uri: REDIRECT_URI,
+      grant_type: "authorization_code",
+      code: authorization.code,
+      code_verifier: authorization.verifier,
+      client_id: CLIENT_ID,
+      redirect_uri: REDIRECT_URI,
     });
     assertTokens(answer);
     await assertSecretServed(answer.json.access_token);
@@ -747,34 +946,58 @@ describe("/token", () => {
     }
     // Everything right but one non-string value, which the exchange itself would ignore.
     const authorization = await authorizeCode(base);
-    const almost = { grant_type: "authorization_code", code: authorization.code, code_verifier: authorization.verifier, client_id: CLIENT_ID, scope: 5 };
+    const almost = {
+      grant_type: "authorization_code",
+      code: authorization.code,
+      code_verifier: authorization.verifier,
+      client_id: CLIENT_ID,
+      scope: 5,
+    };
     assertOAuthError(await postJson(`${base}/token`, almost), 400, "invalid_request");
   });
 
   test("A body that is neither form-encoded nor JSON → 400 invalid_request", async () => {
     const authorization = await authorizeCode(base);
     const body = new URLSearchParams({
-      grant_type: "authorization_code", code: authorization.code, code_verifier: authorization.verifier, client_id: CLIENT_ID,
+      grant_type: "authorization_code",
+      code: authorization.code,
+      code_verifier: authorization.verifier,
+      client_id: CLIENT_ID,
     }).toString();
     for (const type of ["text/plain", "multipart/form-data; boundary=x", "application/x-www-form-urlencodedX"]) {
-      assertOAuthError(await request(`${base}/token`, { method: "POST", headers: { "content-type": type }, body }), 400, "invalid_request");
+      assertOAuthError(
+        await request(`${base}/token`, { method: "POST", headers: { "content-type": type }, body }),
+        400,
+        "invalid_request",
+      );
     }
   });
 
   test("A form parameter sent twice → invalid_request", async () => {
     const authorization = await authorizeCode(base);
     const body = new URLSearchParams({
-      grant_type: "authorization_code", code: authorization.code, code_verifier: authorization.verifier, client_id: CLIENT_ID,
+      grant_type: "authorization_code",
+      code: authorization.code,
+      code_verifier: authorization.verifier,
+      client_id: CLIENT_ID,
     });
     body.append("client_id", CLIENT_ID); // the same value twice: only the repetition is wrong
-    const answer = await request(`${base}/token`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body });
+    const answer = await request(`${base}/token`, {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body,
+    });
     assertOAuthError(answer, 400, "invalid_request");
   });
 
   test("When the store cannot answer → 503 temporarily_unavailable with no-store, never tokens (and /mcp never serves the secret)", async () => {
     const down = () => Promise.reject(new Error("store down"));
     const failing = await startServer({
-      port: 0, host: "127.0.0.1", jwtSecret: SECRET, log: () => {}, store: { spendOnce: down, revokeSession: down, isRevoked: down },
+      port: 0,
+      host: "127.0.0.1",
+      jwtSecret: SECRET,
+      log: () => {},
+      store: { spendOnce: down, revokeSession: down, isRevoked: down },
     });
     try {
       const at = failing.url;
@@ -782,7 +1005,14 @@ describe("/token", () => {
       const answer = await exchange(authorization, {}, at);
       assertOAuthError(answer, 503, "temporarily_unavailable");
       assert.equal(answer.headers.get("cache-control"), "no-store");
-      const refresh = await forge({ iss: at, jti: "j", sid: "s", client_id: CLIENT_ID, scope: "mcp", exp: nowSeconds() + 60 }, { typ: "refresh+jwt" });
+      const refresh = await forge({
+        iss: at,
+        jti: "j",
+        sid: "s",
+        client_id: CLIENT_ID,
+        scope: "mcp",
+        exp: nowSeconds() + 60,
+      }, { typ: "refresh+jwt" });
       assertOAuthError(await refreshRequest(refresh, CLIENT_ID, at), 503, "temporarily_unavailable");
       const access = await forge(accessClaims({ iss: at, aud: `${at}/mcp` }));
       const call = await callTool(at, "get_secret", access);
@@ -818,49 +1048,89 @@ describe("/register", () => {
     const clientId = answer.json.client_id;
     const tokens = await signIn(base, { clientId });
     await assertSecretServed(tokens.access_token);
-    assertOAuthError(await authorize({ client_id: clientId, redirect_uri: "https://app.example/callback" }), 400, "invalid_request");
+    assertOAuthError(
+      await authorize({ client_id: clientId, redirect_uri: "https://app.example/callback" }),
+      400,
+      "invalid_request",
+    );
   });
 
   test("redirect_uris missing, empty, not a list of URLs, non-https off loopback, or with a fragment → 400 invalid_redirect_uri", async () => {
-    for (const uris of [
-      undefined, [], "https://app.example/callback", [42], ["not a url"], ["http://app.example/callback"],
-      ["https://app.example/callback#frag"], ["https://app.example/ok", "javascript:alert(1)"],
-    ]) {
+    for (
+      const uris of [
+        undefined,
+        [],
+        "https://app.example/callback",
+        [42],
+        ["not a url"],
+        ["http://app.example/callback"],
+        ["https://app.example/callback#frag"],
+        ["https://app.example/ok", "javascript:alert(1)"],
+      ]
+    ) {
       assertOAuthError(await register({ redirect_uris: uris }), 400, "invalid_redirect_uri");
     }
   });
 
   test("application_type web with an http loopback redirect_uri → 400 invalid_redirect_uri", async () => {
-    assertOAuthError(await register({ application_type: "web", redirect_uris: ["http://127.0.0.1:3000/callback"] }), 400, "invalid_redirect_uri");
+    assertOAuthError(
+      await register({ application_type: "web", redirect_uris: ["http://127.0.0.1:3000/callback"] }),
+      400,
+      "invalid_redirect_uri",
+    );
   });
 
   test("application_type other than web or native → 400 invalid_client_metadata", async () => {
     for (const type of ["desktop", "", 1]) {
-      assertOAuthError(await register({ application_type: type, redirect_uris: ["https://app.example/callback"] }), 400, "invalid_client_metadata");
+      assertOAuthError(
+        await register({ application_type: type, redirect_uris: ["https://app.example/callback"] }),
+        400,
+        "invalid_client_metadata",
+      );
     }
   });
 
   test("token_endpoint_auth_method other than none (client_secret_basic, …) → 400 invalid_client_metadata", async () => {
     for (const method of ["client_secret_basic", "client_secret_post", "private_key_jwt"]) {
-      const answer = await register({ token_endpoint_auth_method: method, redirect_uris: ["https://app.example/callback"] });
+      const answer = await register({
+        token_endpoint_auth_method: method,
+        redirect_uris: ["https://app.example/callback"],
+      });
       assertOAuthError(answer, 400, "invalid_client_metadata");
     }
   });
 
   test("grant_types or response_types beyond the code flow → 400 invalid_client_metadata", async () => {
-    for (const extra of [
-      { grant_types: ["client_credentials"] }, { grant_types: ["authorization_code", "implicit"] }, { grant_types: "authorization_code" },
-      { response_types: ["token"] }, { response_types: ["code", "id_token"] },
-    ]) {
-      assertOAuthError(await register({ redirect_uris: ["https://app.example/callback"], ...extra }), 400, "invalid_client_metadata");
+    for (
+      const extra of [
+        { grant_types: ["client_credentials"] },
+        { grant_types: ["authorization_code", "implicit"] },
+        { grant_types: "authorization_code" },
+        { response_types: ["token"] },
+        { response_types: ["code", "id_token"] },
+      ]
+    ) {
+      assertOAuthError(
+        await register({ redirect_uris: ["https://app.example/callback"], ...extra }),
+        400,
+        "invalid_client_metadata",
+      );
     }
-    const full = await register({ redirect_uris: ["https://app.example/callback"], grant_types: ["authorization_code", "refresh_token"], response_types: ["code"] });
+    const full = await register({
+      redirect_uris: ["https://app.example/callback"],
+      grant_types: ["authorization_code", "refresh_token"],
+      response_types: ["code"],
+    });
     assert.equal(full.status, 201, full.text);
   });
 
   test("A client_name that is not a short string → 400 invalid_client_metadata", async () => {
     for (const name of [42, "x".repeat(201)]) {
-      assertOAuthError(await register({ client_name: name, redirect_uris: ["https://app.example/callback"] }), 400, "invalid_client_metadata");
+      assertOAuthError(
+        await register({ client_name: name, redirect_uris: ["https://app.example/callback"] }),
+        400,
+        "invalid_client_metadata",
+      );
     }
   });
 
@@ -880,7 +1150,9 @@ describe("/register", () => {
       assertOAuthError(await register(body), 400, "invalid_client_metadata");
     }
     const form = await request(`${base}/register`, {
-      method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "redirect_uris=https%3A%2F%2Fapp.example%2Fcb",
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: "redirect_uris=https%3A%2F%2Fapp.example%2Fcb",
     });
     assertOAuthError(form, 415, "invalid_client_metadata");
   });
@@ -925,10 +1197,15 @@ describe("/mcp", () => {
   });
 
   test("A token for another audience or from another issuer → 401 invalid_token", async () => {
-    for (const claims of [
-      accessClaims({ aud: "https://other.example/mcp" }), accessClaims({ aud: base }), accessClaims({ aud: undefined }),
-      accessClaims({ iss: "https://evil.example" }), accessClaims({ iss: undefined }),
-    ]) {
+    for (
+      const claims of [
+        accessClaims({ aud: "https://other.example/mcp" }),
+        accessClaims({ aud: base }),
+        accessClaims({ aud: undefined }),
+        accessClaims({ iss: "https://evil.example" }),
+        accessClaims({ iss: undefined }),
+      ]
+    ) {
       assertUnauthorized(await callTool(base, "get_secret", await forge(claims)), true);
     }
   });
@@ -940,7 +1217,9 @@ describe("/mcp", () => {
   test("An Authorization header that is not a Bearer token → 401 invalid_token", async () => {
     const token = await forge(accessClaims());
     for (const authorization of [`Basic ${token}`, "Bearer", "Bearer ", `Bearer ${token} extra`, `${token}`]) {
-      const answer = await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "get_secret" } }, { headers: { authorization } });
+      const answer = await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "get_secret" } }, {
+        headers: { authorization },
+      });
       assertUnauthorized(answer, true);
     }
   });
@@ -984,7 +1263,7 @@ describe("/mcp", () => {
     }
   });
 
-  test("401 without a token carries no error= parameter; with a rejected token it says error=\"invalid_token\"", async () => {
+  test('401 without a token carries no error= parameter; with a rejected token it says error="invalid_token"', async () => {
     const none = await callTool(base, "get_secret");
     assertUnauthorized(none, false);
     assert.doesNotMatch(none.headers.get("www-authenticate") ?? "", /error=/);
@@ -1007,17 +1286,30 @@ describe("/mcp", () => {
 
   test("Invalid JSON → 400 -32700", async () => {
     for (const body of ["{not json", "", '{"jsonrpc":"2.0",']) {
-      const answer = await request(`${base}/mcp`, { method: "POST", headers: { "content-type": "application/json" }, body });
+      const answer = await request(`${base}/mcp`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+      });
       assertRpcError(answer, 400, -32700);
     }
   });
 
   test("A batch (array), a non-object, a missing or wrong jsonrpc, a bad id or method → 400 -32600", async () => {
-    for (const message of [
-      [{ jsonrpc: "2.0", id: 1, method: "ping" }], [], 42, "ping", null,
-      { id: 1, method: "ping" }, { jsonrpc: "1.0", id: 1, method: "ping" },
-      { jsonrpc: "2.0", id: { x: 1 }, method: "ping" }, { jsonrpc: "2.0", id: 1, method: 7 }, { jsonrpc: "2.0", id: 1 },
-    ]) {
+    for (
+      const message of [
+        [{ jsonrpc: "2.0", id: 1, method: "ping" }],
+        [],
+        42,
+        "ping",
+        null,
+        { id: 1, method: "ping" },
+        { jsonrpc: "1.0", id: 1, method: "ping" },
+        { jsonrpc: "2.0", id: { x: 1 }, method: "ping" },
+        { jsonrpc: "2.0", id: 1, method: 7 },
+        { jsonrpc: "2.0", id: 1 },
+      ]
+    ) {
       assertRpcError(await rpc(base, message), 400, -32600);
     }
   });
@@ -1028,10 +1320,22 @@ describe("/mcp", () => {
   });
 
   test("Bad params (tools/call for an unknown tool, with arguments, or params not an object) → -32602", async () => {
-    assertRpcError(await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "no_such_tool" } }), 200, -32602);
+    assertRpcError(
+      await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "no_such_tool" } }),
+      200,
+      -32602,
+    );
     assertRpcError(await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: {} }), 200, -32602);
-    assertRpcError(await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "whoami", arguments: { a: 1 } } }), 200, -32602);
-    assertRpcError(await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "whoami", arguments: [] } }), 200, -32602);
+    assertRpcError(
+      await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "whoami", arguments: { a: 1 } } }),
+      200,
+      -32602,
+    );
+    assertRpcError(
+      await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "whoami", arguments: [] } }),
+      200,
+      -32602,
+    );
     assertRpcError(await rpc(base, { jsonrpc: "2.0", id: 1, method: "initialize", params: {} }), 200, -32602);
     for (const params of ["x", [1], 3]) {
       assertRpcError(await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params }), 400, -32602);
@@ -1051,11 +1355,13 @@ describe("/mcp", () => {
   });
 
   test("A notification (and a client's JSON-RPC response) → 202 with an empty body", async () => {
-    for (const message of [
-      { jsonrpc: "2.0", method: "notifications/initialized" },
-      { jsonrpc: "2.0", method: "tools/call", params: { name: "get_secret" } }, // no id: nothing runs, nothing answers
-      { jsonrpc: "2.0", id: 5, result: {} },
-    ]) {
+    for (
+      const message of [
+        { jsonrpc: "2.0", method: "notifications/initialized" },
+        { jsonrpc: "2.0", method: "tools/call", params: { name: "get_secret" } }, // no id: nothing runs, nothing answers
+        { jsonrpc: "2.0", id: 5, result: {} },
+      ]
+    ) {
       const answer = await rpc(base, message);
       assert.equal(answer.status, 202, `${JSON.stringify(message)} → ${answer.status} ${answer.text}`);
       assert.equal(answer.text, "");
@@ -1072,7 +1378,11 @@ describe("/mcp", () => {
 
   test("A content type other than application/json → 415", async () => {
     for (const type of ["text/plain", "application/x-www-form-urlencoded", "application/jsonx"]) {
-      const answer = await request(`${base}/mcp`, { method: "POST", headers: { "content-type": type }, body: '{"jsonrpc":"2.0","id":1,"method":"ping"}' });
+      const answer = await request(`${base}/mcp`, {
+        method: "POST",
+        headers: { "content-type": type },
+        body: '{"jsonrpc":"2.0","id":1,"method":"ping"}',
+      });
       assertRpcError(answer, 415, -32600);
     }
   });
@@ -1087,15 +1397,29 @@ const VERSION_KEY = "io.modelcontextprotocol/protocolVersion";
 
 /** A JSON-RPC request in a 2026-07-28 envelope. */
 function envelope(method: string, params: Record<string, unknown> = {}, version = MODERN, id: number | string = 1) {
-  const _meta = { [VERSION_KEY]: version, "io.modelcontextprotocol/clientCapabilities": {}, "io.modelcontextprotocol/clientInfo": { name: "test", version: "1" } };
+  const _meta = {
+    [VERSION_KEY]: version,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": { name: "test", version: "1" },
+  };
   return { jsonrpc: "2.0", id, method, params: { ...params, _meta } };
 }
 
 /** POST a 2026-07-28 request with the headers a conforming client sends; `headers` replaces or (undefined) removes them. */
-function modern(method: string, params: Record<string, unknown> = {}, options: { token?: string; headers?: Record<string, string | undefined>; version?: string } = {}) {
-  const routing: Record<string, string | undefined> = { "mcp-protocol-version": options.version ?? MODERN, "mcp-method": method };
+function modern(
+  method: string,
+  params: Record<string, unknown> = {},
+  options: { token?: string; headers?: Record<string, string | undefined>; version?: string } = {},
+) {
+  const routing: Record<string, string | undefined> = {
+    "mcp-protocol-version": options.version ?? MODERN,
+    "mcp-method": method,
+  };
   if (method === "tools/call") routing["mcp-name"] = String(params.name);
-  return rpc(base, envelope(method, params, options.version), { token: options.token, headers: { ...routing, ...options.headers } });
+  return rpc(base, envelope(method, params, options.version), {
+    token: options.token,
+    headers: { ...routing, ...options.headers },
+  });
 }
 
 const modernCall = (name: string, options: { token?: string; headers?: Record<string, string | undefined> } = {}) =>
@@ -1134,7 +1458,11 @@ describe("/mcp in the 2026-07-28 era", () => {
     assert.equal(result.resultType, "complete");
     assert.ok(Number.isInteger(result.ttlMs) && result.ttlMs >= 0, `ttlMs ${result.ttlMs}`);
     assert.ok(["public", "private"].includes(result.cacheScope), `cacheScope ${result.cacheScope}`);
-    assert.deepEqual(result.tools.map((tool: { name: string }) => tool.name).sort(), ["get_secret", "revoke_auth_token", "whoami"]);
+    assert.deepEqual(result.tools.map((tool: { name: string }) => tool.name).sort(), [
+      "get_secret",
+      "revoke_auth_token",
+      "whoami",
+    ]);
     for (const tool of result.tools) assert.equal(tool.inputSchema.type, "object");
   });
 
@@ -1172,7 +1500,9 @@ describe("/mcp in the 2026-07-28 era", () => {
 
   test("MCP-Protocol-Version disagreeing with the body's _meta version → 400 -32020", async () => {
     assertRpcError(await modern("tools/list", {}, { headers: { "mcp-protocol-version": "2025-11-25" } }), 400, -32020);
-    const answer = await rpc(base, envelope("tools/list", {}, "2025-11-25"), { headers: { "mcp-protocol-version": MODERN, "mcp-method": "tools/list" } });
+    const answer = await rpc(base, envelope("tools/list", {}, "2025-11-25"), {
+      headers: { "mcp-protocol-version": MODERN, "mcp-method": "tools/list" },
+    });
     assertRpcError(answer, 400, -32020);
   });
 
@@ -1212,7 +1542,14 @@ describe("/mcp in the 2026-07-28 era", () => {
 
   test("Smuggling with a revoked, an invalid or even a valid token → 400 -32020, no secret", async () => {
     const valid = (await signIn(base)).access_token;
-    for (const token of [await revokedToken(), "not.a.token", await forge(accessClaims(), { key: "another secret that is at least 32 bytes" }), valid]) {
+    for (
+      const token of [
+        await revokedToken(),
+        "not.a.token",
+        await forge(accessClaims(), { key: "another secret that is at least 32 bytes" }),
+        valid,
+      ]
+    ) {
       const answer = await modernCall("get_secret", { token, headers: { "mcp-name": "whoami" } });
       assertRpcError(answer, 400, -32020);
       assert.doesNotMatch(answer.text, /lazy auth works/);
@@ -1234,13 +1571,21 @@ describe("/mcp in the 2026-07-28 era", () => {
   });
 
   test("initialize inside a 2026-07-28 envelope → 404 -32601", async () => {
-    const answer = await modern("initialize", { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "test", version: "1" } });
+    const answer = await modern("initialize", {
+      protocolVersion: "2025-11-25",
+      capabilities: {},
+      clientInfo: { name: "test", version: "1" },
+    });
     assertRpcError(answer, 404, -32601);
   });
 
   test("An envelope without clientCapabilities → 400 -32602", async () => {
     const message = { jsonrpc: "2.0", id: 1, method: "tools/list", params: { _meta: { [VERSION_KEY]: MODERN } } };
-    assertRpcError(await rpc(base, message, { headers: { "mcp-protocol-version": MODERN, "mcp-method": "tools/list" } }), 400, -32602);
+    assertRpcError(
+      await rpc(base, message, { headers: { "mcp-protocol-version": MODERN, "mcp-method": "tools/list" } }),
+      400,
+      -32602,
+    );
   });
 
   test("ping → 200 with resultType complete", async () => {
@@ -1250,21 +1595,38 @@ describe("/mcp in the 2026-07-28 era", () => {
   });
 
   test("2025 era unchanged: initialize echoes 2025-06-18 and 2025-03-26, answers 2025-11-25 to an unknown version, results carry no resultType", async () => {
-    for (const [asked, expected] of [["2025-06-18", "2025-06-18"], ["2025-03-26", "2025-03-26"], ["2025-11-25", "2025-11-25"], ["2024-01-01", "2025-11-25"], [MODERN, "2025-11-25"]]) {
-      const answer = await rpc(base, { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: asked, capabilities: {}, clientInfo: { name: "t", version: "1" } } });
+    for (
+      const [asked, expected] of [
+        ["2025-06-18", "2025-06-18"],
+        ["2025-03-26", "2025-03-26"],
+        ["2025-11-25", "2025-11-25"],
+        ["2024-01-01", "2025-11-25"],
+        [MODERN, "2025-11-25"],
+      ]
+    ) {
+      const answer = await rpc(base, {
+        jsonrpc: "2.0",
+        id: 1,
+        method: "initialize",
+        params: { protocolVersion: asked, capabilities: {}, clientInfo: { name: "t", version: "1" } },
+      });
       assertRpcResult(answer);
       assert.equal(answer.json.result.protocolVersion, expected, `asked ${asked}`);
       assert.equal(answer.json.result.resultType, undefined);
       assert.equal(answer.json.result.serverInfo.name, "lazy-auth-example");
     }
-    const list = await rpc(base, { jsonrpc: "2.0", id: 2, method: "tools/list" }, { headers: { "mcp-protocol-version": "2025-06-18" } });
+    const list = await rpc(base, { jsonrpc: "2.0", id: 2, method: "tools/list" }, {
+      headers: { "mcp-protocol-version": "2025-06-18" },
+    });
     assertRpcResult(list);
     assert.equal(list.json.result.resultType, undefined);
     assert.equal(list.json.result.ttlMs, undefined);
   });
 
   test("MCP-Protocol-Version: 1999-01-01 on a 2025 request → 400 -32022", async () => {
-    const answer = await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/list" }, { headers: { "mcp-protocol-version": "1999-01-01" } });
+    const answer = await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/list" }, {
+      headers: { "mcp-protocol-version": "1999-01-01" },
+    });
     assertRpcError(answer, 400, -32022);
     assert.ok(answer.json.error.data.supported.includes("2025-11-25"), answer.text);
   });
@@ -1291,22 +1653,52 @@ describe("CORS", () => {
       "401 from /mcp": await callTool(base, "get_secret"),
       "400 from /mcp": await rpc(base, [1]),
       "405 from /mcp": await request(`${base}/mcp`),
-      "415 from /mcp": await request(`${base}/mcp`, { method: "POST", headers: { "content-type": "text/plain" }, body: "x" }),
+      "415 from /mcp": await request(`${base}/mcp`, {
+        method: "POST",
+        headers: { "content-type": "text/plain" },
+        body: "x",
+      }),
       "413 from /mcp": await rpc(base, { pad: "x".repeat(70 * 1024) }),
       "404 from /nowhere": await request(`${base}/nowhere`),
     };
     for (const [what, answer] of Object.entries(answers)) {
       assert.equal(answer.headers.get("access-control-allow-origin"), "*", `${what} (${answer.status})`);
-      assert.match(answer.headers.get("access-control-expose-headers") ?? "", /(^|,\s*)www-authenticate(\s*,|$)/i, `${what} (${answer.status})`);
+      assert.match(
+        answer.headers.get("access-control-expose-headers") ?? "",
+        /(^|,\s*)www-authenticate(\s*,|$)/i,
+        `${what} (${answer.status})`,
+      );
     }
-    assert.deepEqual(Object.values(answers).map((answer) => answer.status), [200, 200, 200, 200, 302, 400, 200, 400, 201, 400, 200, 401, 400, 405, 415, 413, 404]);
+    assert.deepEqual(Object.values(answers).map((answer) => answer.status), [
+      200,
+      200,
+      200,
+      200,
+      302,
+      400,
+      200,
+      400,
+      201,
+      400,
+      200,
+      401,
+      400,
+      405,
+      415,
+      413,
+      404,
+    ]);
   });
 
   test("OPTIONS preflight → 204 allowing GET and POST and the headers authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id, mcp-method, mcp-name", async () => {
     for (const path of ["/mcp", "/token", "/register", "/.well-known/oauth-authorization-server"]) {
       const answer = await request(`${base}${path}`, {
         method: "OPTIONS",
-        headers: { origin: "https://host.example", "access-control-request-method": "POST", "access-control-request-headers": "authorization, content-type" },
+        headers: {
+          origin: "https://host.example",
+          "access-control-request-method": "POST",
+          "access-control-request-headers": "authorization, content-type",
+        },
       });
       assert.equal(answer.status, 204, `${path}: ${answer.status} ${answer.text}`);
       assert.equal(answer.text, "");
@@ -1314,7 +1706,17 @@ describe("CORS", () => {
       const methods = (answer.headers.get("access-control-allow-methods") ?? "").split(/\s*,\s*/);
       for (const method of ["GET", "POST"]) assert.ok(methods.includes(method), `${path} allows ${method}: ${methods}`);
       const headers = (answer.headers.get("access-control-allow-headers") ?? "").toLowerCase().split(/\s*,\s*/);
-      for (const header of ["authorization", "content-type", "mcp-protocol-version", "mcp-session-id", "last-event-id", "mcp-method", "mcp-name"]) {
+      for (
+        const header of [
+          "authorization",
+          "content-type",
+          "mcp-protocol-version",
+          "mcp-session-id",
+          "last-event-id",
+          "mcp-method",
+          "mcp-name",
+        ]
+      ) {
         assert.ok(headers.includes(header), `${path} allows the ${header} header: ${headers}`);
       }
     }
@@ -1334,16 +1736,28 @@ function chunkedPost(url: string, totalBytes: number): Promise<Answer> {
       controller.enqueue(chunk);
     },
   });
-  const init = { method: "POST", headers: { "content-type": "application/json" }, body, duplex: "half", signal: AbortSignal.timeout(10_000) };
+  const init = {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body,
+    duplex: "half",
+    signal: AbortSignal.timeout(10_000),
+  };
   return request(url, init as RequestInit);
 }
 
 /** Signs of a leaked stack trace or framework page. */
-const STACK_TRACE = /\n\s+at |\bat [\w.<>]+ \(|node:internal|file:\/\/|\.[cm]?[jt]s:\d+|Error: |<pre>|Cannot (GET|POST)/;
+const STACK_TRACE =
+  /\n\s+at |\bat [\w.<>]+ \(|node:internal|file:\/\/|\.[cm]?[jt]s:\d+|Error: |<pre>|Cannot (GET|POST)/;
 
 describe("Unknown paths, body limits and failures", () => {
   test("Unknown paths → 404 JSON", async () => {
-    for (const [method, path] of [["GET", "/nowhere"], ["POST", "/mcp/extra"], ["GET", "/.well-known/openid-configuration"], ["GET", "/authorize/"]]) {
+    for (
+      const [method, path] of [["GET", "/nowhere"], ["POST", "/mcp/extra"], [
+        "GET",
+        "/.well-known/openid-configuration",
+      ], ["GET", "/authorize/"]]
+    ) {
       const answer = await request(`${base}${path}`, { method });
       assertOAuthError(answer, 404, "not_found");
       assert.match(answer.headers.get("content-type") ?? "", /^application\/json/);
@@ -1367,12 +1781,18 @@ describe("Unknown paths, body limits and failures", () => {
   test("A body over 64 KiB with Content-Length → 413, and the client gets the answer", async () => {
     for (const size of [64 * 1024 + 1, 1024 * 1024]) {
       const answer = await request(`${base}/mcp`, {
-        method: "POST", headers: { "content-type": "application/json" }, body: " ".repeat(size), signal: AbortSignal.timeout(10_000),
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: " ".repeat(size),
+        signal: AbortSignal.timeout(10_000),
       });
       assertRpcError(answer, 413, -32600);
     }
     const register = await request(`${base}/register`, {
-      method: "POST", headers: { "content-type": "application/json" }, body: " ".repeat(100 * 1024), signal: AbortSignal.timeout(10_000),
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: " ".repeat(100 * 1024),
+      signal: AbortSignal.timeout(10_000),
     });
     assertOAuthError(register, 413, "invalid_request");
   });
@@ -1393,7 +1813,9 @@ describe("Unknown paths, body limits and failures", () => {
         resolve(received);
       });
       socket.on("error", reject);
-      socket.write(`POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{`);
+      socket.write(
+        `POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{`,
+      );
     });
     assert.match(reply, /^HTTP\/1\.1 413 /, reply);
     assert.match(reply, /"code":-32600/, reply);
@@ -1409,7 +1831,9 @@ describe("Unknown paths, body limits and failures", () => {
   test("A handler that throws → JSON 500 without a stack trace, and the server keeps serving", async () => {
     // A log function that throws on OAuth events is the one way, from outside, to make a handler throw.
     const fragile = await startServer({
-      port: 0, host: "127.0.0.1", log: (line) => {
+      port: 0,
+      host: "127.0.0.1",
+      log: (line) => {
         if (line.startsWith("[oauth]")) throw new Error("boom in the log sink");
       },
     });
@@ -1433,16 +1857,34 @@ describe("Unknown paths, body limits and failures", () => {
   test("No answer carries a stack trace or framework page, whatever the input", async () => {
     const answers = [
       await request(`${base}/mcp`, { method: "POST", headers: { "content-type": "application/json" }, body: "{" }),
-      await request(`${base}/mcp`, { method: "POST", headers: { "content-type": "application/json" }, body: "\u0000\uffff" }),
+      await request(`${base}/mcp`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "\u0000\uffff",
+      }),
       await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: { toString: 1 } } }),
-      await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "get_secret" } }, { headers: { authorization: "Bearer a.b.c" } }),
-      await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "get_secret" } }, { headers: { authorization: "Bearer %%%" } }),
-      await rpc(base, envelope("tools/call", { name: "whoami" }), { headers: { "mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": "=?base64?!!!?=" } }),
+      await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "get_secret" } }, {
+        headers: { authorization: "Bearer a.b.c" },
+      }),
+      await rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "get_secret" } }, {
+        headers: { authorization: "Bearer %%%" },
+      }),
+      await rpc(base, envelope("tools/call", { name: "whoami" }), {
+        headers: { "mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": "=?base64?!!!?=" },
+      }),
       await request(`${base}/token`, { method: "POST", headers: { "content-type": "application/json" }, body: "[" }),
-      await request(`${base}/token`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "%E0%A4%A=x&grant_type=%" }),
+      await request(`${base}/token`, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+        body: "%E0%A4%A=x&grant_type=%",
+      }),
       await tokenRequest({ grant_type: "authorization_code", code: "a.b.c", code_verifier: "x", client_id: "y" }),
       await tokenRequest({ grant_type: "refresh_token", refresh_token: "e30.e30.", client_id: "y" }),
-      await request(`${base}/register`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"redirect_uris":[{}]}' }),
+      await request(`${base}/register`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: '{"redirect_uris":[{}]}',
+      }),
       await request(`${base}/authorize?client_id=%E0%A4%A&redirect_uri=%`),
       await request(`${base}/authorize?client_id=${encodeURIComponent("http://[::1")}`),
       await request(`${base}/mcp`, { method: "PATCH" }),
@@ -1481,11 +1923,14 @@ describe("MemoryStore (the single-use memory)", () => {
   });
 
   test("Expiry timers are unref'd: a process that spent an id expiring in an hour exits promptly", async () => {
-    const script = `const { MemoryStore } = await import(${JSON.stringify(new URL("./server.ts", import.meta.url).href)});
+    const script = `const { MemoryStore } = await import(${
+      JSON.stringify(new URL("./server.ts", import.meta.url).href)
+    });
       const store = new MemoryStore();
       console.log(await store.spendOnce("far", Date.now() / 1000 + 3600), store.size);`;
     const child = spawn("node", ["--import", "tsx", "--input-type=module", "-e", script], {
-      cwd: fileURLToPath(new URL(".", import.meta.url)), stdio: ["ignore", "pipe", "pipe"],
+      cwd: fileURLToPath(new URL(".", import.meta.url)),
+      stdio: ["ignore", "pipe", "pipe"],
     });
     let output = "";
     child.stdout.on("data", (chunk) => (output += chunk));

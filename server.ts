@@ -13,9 +13,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import process from "node:process";
-import { setTimeout, clearTimeout } from "node:timers"; // node:timers so `.unref()` exists under Deno too
+import { clearTimeout, setTimeout } from "node:timers"; // node:timers so `.unref()` exists under Deno too
 import { fileURLToPath } from "node:url";
-import { SignJWT, jwtVerify, type JWTPayload } from "jose";
+import { type JWTPayload, jwtVerify, SignJWT } from "jose";
 
 // ─── Config ──────────────────────────────────────────────────────────────────────────────────────
 
@@ -36,13 +36,19 @@ class ConfigError extends Error {}
 function readConfig(options: ServerOptions) {
   const env = process.env;
   const port = options.port ?? numberFrom("PORT", env.PORT, 3097, 0, 65535);
-  const accessTtl = options.accessTokenTtlSeconds ?? numberFrom("ACCESS_TOKEN_TTL_SECONDS", env.ACCESS_TOKEN_TTL_SECONDS, 30, 1, 86400);
-  const refreshTtl = options.refreshTokenTtlSeconds ?? numberFrom("REFRESH_TOKEN_TTL_SECONDS", env.REFRESH_TOKEN_TTL_SECONDS, 300, 1, 86400);
+  const accessTtl = options.accessTokenTtlSeconds ??
+    numberFrom("ACCESS_TOKEN_TTL_SECONDS", env.ACCESS_TOKEN_TTL_SECONDS, 30, 1, 86400);
+  const refreshTtl = options.refreshTokenTtlSeconds ??
+    numberFrom("REFRESH_TOKEN_TTL_SECONDS", env.REFRESH_TOKEN_TTL_SECONDS, 300, 1, 86400);
   const publicUrl = options.publicUrl ?? env.PUBLIC_URL;
   const urlProblem = publicUrl !== undefined && !/^https?:\/\/[^/?#]+(\/[^?#]*)?$/.test(publicUrl);
-  if (urlProblem) throw new ConfigError(`PUBLIC_URL must be an http(s) URL with no query or fragment, got "${publicUrl}"`);
+  if (urlProblem) {
+    throw new ConfigError(`PUBLIC_URL must be an http(s) URL with no query or fragment, got "${publicUrl}"`);
+  }
   const secret = options.jwtSecret ?? env.JWT_SECRET;
-  if (secret !== undefined && Buffer.byteLength(secret) < 32) throw new ConfigError("JWT_SECRET must be at least 32 bytes (try: openssl rand -hex 32)");
+  if (secret !== undefined && Buffer.byteLength(secret) < 32) {
+    throw new ConfigError("JWT_SECRET must be at least 32 bytes (try: openssl rand -hex 32)");
+  }
   return { port, accessTtl, refreshTtl, publicUrl: publicUrl?.replace(/\/$/, ""), secret };
 }
 
@@ -98,9 +104,15 @@ export class MemoryStore implements SingleUseStore {
     rememberUntil(this.#spent, id, expiresAt);
     return true;
   }
-  async revokeSession(sid: string, expiresAt: number): Promise<void> { rememberUntil(this.#revoked, sid, expiresAt); }
-  async isRevoked(sid: string): Promise<boolean> { return this.#revoked.has(sid); }
-  get size(): number { return this.#spent.size + this.#revoked.size; }
+  async revokeSession(sid: string, expiresAt: number): Promise<void> {
+    rememberUntil(this.#revoked, sid, expiresAt);
+  }
+  async isRevoked(sid: string): Promise<boolean> {
+    return this.#revoked.has(sid);
+  }
+  get size(): number {
+    return this.#spent.size + this.#revoked.size;
+  }
 }
 
 function rememberUntil(map: Map<string, ReturnType<typeof setTimeout>>, key: string, expiresAt: number) {
@@ -115,9 +127,10 @@ function rememberUntil(map: Map<string, ReturnType<typeof setTimeout>>, key: str
 class StoreUnavailable extends Error {}
 
 function failClosed(store: SingleUseStore): SingleUseStore {
-  const guard = <T>(call: () => Promise<T>) => Promise.resolve().then(call).catch((error: unknown) => {
-    throw new StoreUnavailable(String(error));
-  });
+  const guard = <T>(call: () => Promise<T>) =>
+    Promise.resolve().then(call).catch((error: unknown) => {
+      throw new StoreUnavailable(String(error));
+    });
   return {
     spendOnce: (id, expiresAt) => guard(() => store.spendOnce(id, expiresAt)),
     revokeSession: (sid, expiresAt) => guard(() => store.revokeSession(sid, expiresAt)),
@@ -141,7 +154,10 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   if (config.secret === undefined) log("JWT_SECRET is not set: signing with a random secret for this process only");
   // Import the key once: handing jose raw bytes would import them again on every sign and verify.
   const keyBytes = config.secret === undefined ? randomBytes(32) : new TextEncoder().encode(config.secret);
-  const key = await crypto.subtle.importKey("raw", keyBytes, { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+  const key = await crypto.subtle.importKey("raw", keyBytes, { name: "HMAC", hash: "SHA-256" }, false, [
+    "sign",
+    "verify",
+  ]);
   const longestTtl = Math.max(config.accessTtl, config.refreshTtl);
   let listeningPort = config.port;
 
@@ -153,12 +169,18 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   }
 
   function sign(kind: TokenKind, issuer: string, claims: JWTPayload, ttlSeconds?: number): Promise<string> {
-    const jwt = new SignJWT(claims).setProtectedHeader({ alg: "HS256", typ: TOKEN_TYPE[kind] }).setIssuer(issuer).setIssuedAt();
+    const jwt = new SignJWT(claims).setProtectedHeader({ alg: "HS256", typ: TOKEN_TYPE[kind] }).setIssuer(issuer)
+      .setIssuedAt();
     return (ttlSeconds === undefined ? jwt : jwt.setExpirationTime(secondsFromNow(ttlSeconds))).sign(key);
   }
 
   /** Signature, `typ`, issuer, expiry and (when given) audience — or undefined; never a throw for the caller. */
-  function verify(kind: TokenKind, token: string, issuer: string | undefined, audience?: string): Promise<JWTPayload | undefined> {
+  function verify(
+    kind: TokenKind,
+    token: string,
+    issuer: string | undefined,
+    audience?: string,
+  ): Promise<JWTPayload | undefined> {
     const checks = { algorithms: ["HS256"], typ: TOKEN_TYPE[kind], issuer, audience };
     return jwtVerify(token, key, checks).then((verified) => verified.payload, () => undefined);
   }
@@ -170,7 +192,8 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   }
 
   /** RFC 8707 §2: `resource` names the server a token is for; only this server's MCP endpoint may be asked for. */
-  const namesOtherResource = (resource: string | undefined, base: string) => resource !== undefined && resource !== `${base}/mcp`;
+  const namesOtherResource = (resource: string | undefined, base: string) =>
+    resource !== undefined && resource !== `${base}/mcp`;
 
   function oauthError(res: ServerResponse, status: number, error: string, description: string) {
     log(`[oauth] rejected ${error}: ${description}`);
@@ -189,7 +212,14 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     const clientId = param("client_id");
     if (!clientId) return oauthError(res, 400, "invalid_request", "client_id is required");
     const client = await identifyClient(clientId);
-    if (!client) return oauthError(res, 400, "invalid_client", "client_id must be registered at /register or be a Client ID Metadata Document URL");
+    if (!client) {
+      return oauthError(
+        res,
+        400,
+        "invalid_client",
+        "client_id must be registered at /register or be a Client ID Metadata Document URL",
+      );
+    }
 
     // redirect_uri: required, https or loopback http, no fragment (OAuth 2.1 §2.3.1, RFC 8252 §7.3);
     // a registered client may only use what it registered.
@@ -201,24 +231,36 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     }
 
     // Only the authorization-code flow exists here (OAuth 2.1 §4.1.1: the implicit flow is gone).
-    if (param("response_type") !== "code") return oauthError(res, 400, "unsupported_response_type", "response_type must be code");
+    if (param("response_type") !== "code") {
+      return oauthError(res, 400, "unsupported_response_type", "response_type must be code");
+    }
 
     // PKCE is mandatory, S256 only (OAuth 2.1 §4.1.1, RFC 7636 §4.2): a code issued without a challenge
     // could be redeemed by whoever intercepts it; `plain` would hand the verifier to that same person.
     const challenge = param("code_challenge");
-    if (param("code_challenge_method") !== "S256") return oauthError(res, 400, "invalid_request", "code_challenge_method must be S256 (PKCE is required)");
-    if (!challenge || !/^[A-Za-z0-9_-]{43}$/.test(challenge)) return oauthError(res, 400, "invalid_request", "code_challenge must be 43 base64url characters");
+    if (param("code_challenge_method") !== "S256") {
+      return oauthError(res, 400, "invalid_request", "code_challenge_method must be S256 (PKCE is required)");
+    }
+    if (!challenge || !/^[A-Za-z0-9_-]{43}$/.test(challenge)) {
+      return oauthError(res, 400, "invalid_request", "code_challenge must be 43 base64url characters");
+    }
 
     const resource = param("resource");
-    if (namesOtherResource(resource, base)) return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
+    if (namesOtherResource(resource, base)) {
+      return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
+    }
     const scope = param("scope") ?? SCOPE;
-    if (scope.split(" ").some((s) => s !== SCOPE)) return oauthError(res, 400, "invalid_scope", `the only scope is "${SCOPE}"`);
+    if (scope.split(" ").some((s) => s !== SCOPE)) {
+      return oauthError(res, 400, "invalid_scope", `the only scope is "${SCOPE}"`);
+    }
     const state = param("state");
 
     // Deny goes straight back to the client; RFC 9207 `iss` tells it which server answered.
     const back = (extra: Record<string, string>) => {
       const target = new URL(redirectUri);
-      Object.entries({ ...extra, ...(state !== undefined && { state }), iss: base }).forEach(([name, value]) => target.searchParams.set(name, value));
+      Object.entries({ ...extra, ...(state !== undefined && { state }), iss: base }).forEach(([name, value]) =>
+        target.searchParams.set(name, value)
+      );
       return target.href;
     };
     // Demo only: consent is one click on a link, for the fixed user. A real server signs the user in first
@@ -279,7 +321,9 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
    * Two plain links styled as buttons, so consent works without JavaScript in any popup or embedded
    * browser; where scripts run, Space activates them as it would a button. Every echoed value is escaped.
    */
-  function consentPage(view: { client: string; scope: string; redirectUri: string; resource?: string; approve: string; deny: string }) {
+  function consentPage(
+    view: { client: string; scope: string; redirectUri: string; resource?: string; approve: string; deny: string },
+  ) {
     const e = escapeHtml;
     return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>Authorize access</title>
@@ -290,7 +334,9 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
 <p>An application asks to act as <strong>${USER}</strong> on this MCP server.</p>
 <dl><dt>Client</dt><dd>${e(view.client)}</dd><dt>Scope</dt><dd>${e(view.scope)}</dd>
 <dt>Redirect</dt><dd>${e(view.redirectUri)}</dd><dt>Resource</dt><dd>${e(view.resource ?? "(not named)")}</dd></dl>
-<p><a id="approve" role="button" href="${e(view.approve)}">Approve</a><a id="deny" role="button" href="${e(view.deny)}">Deny</a></p>
+<p><a id="approve" role="button" href="${e(view.approve)}">Approve</a><a id="deny" role="button" href="${
+      e(view.deny)
+    }">Deny</a></p>
 <script>for (const a of document.querySelectorAll("[role=button]")) a.onkeydown = (k) => { if (k.key === " ") { k.preventDefault(); a.click(); } };</script></body></html>`;
   }
 
@@ -313,7 +359,9 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     if (!params.code) return oauthError(res, 400, "invalid_request", "code is required");
     if (!params.client_id) return oauthError(res, 400, "invalid_request", "client_id is required");
     const code = await verify("code", params.code, base);
-    if (!code?.jti || typeof code.exp !== "number") return oauthError(res, 400, "invalid_grant", "code is invalid or expired");
+    if (!code?.jti || typeof code.exp !== "number") {
+      return oauthError(res, 400, "invalid_grant", "code is invalid or expired");
+    }
 
     // Single use (RFC 6749 §4.1.2): the first redemption attempt spends the code, whatever its outcome.
     // A second one means the code leaked, so the session the first one started is revoked too. The
@@ -326,11 +374,15 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     }
 
     // The code is bound to the client it was issued to (RFC 6749 §4.1.3).
-    if (params.client_id !== code.client_id) return oauthError(res, 400, "invalid_grant", "code was issued to another client");
+    if (params.client_id !== code.client_id) {
+      return oauthError(res, 400, "invalid_grant", "code was issued to another client");
+    }
 
     // PKCE (RFC 7636 §4.1, §4.6): the verifier is 43–128 unreserved characters whose SHA-256 is the challenge.
     const verifier = params.code_verifier ?? "";
-    if (!/^[A-Za-z0-9._~-]{43,128}$/.test(verifier)) return oauthError(res, 400, "invalid_grant", "code_verifier is required: 43-128 characters of [A-Za-z0-9-._~]");
+    if (!/^[A-Za-z0-9._~-]{43,128}$/.test(verifier)) {
+      return oauthError(res, 400, "invalid_grant", "code_verifier is required: 43-128 characters of [A-Za-z0-9-._~]");
+    }
     if (typeof code.code_challenge !== "string" || !sameString(s256(verifier), code.code_challenge)) {
       return oauthError(res, 400, "invalid_grant", "code_verifier does not match the code_challenge");
     }
@@ -340,7 +392,9 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     if (params.redirect_uri !== undefined && params.redirect_uri !== code.redirect_uri) {
       return oauthError(res, 400, "invalid_grant", "redirect_uri does not match the authorization request");
     }
-    if (namesOtherResource(params.resource, base)) return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
+    if (namesOtherResource(params.resource, base)) {
+      return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
+    }
 
     const scope = typeof code.scope === "string" ? code.scope : SCOPE;
     const sessionExpiresAt = secondsFromNow(config.refreshTtl); // absolute: rotation never extends it
@@ -358,9 +412,13 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     if (!old?.jti || typeof old.sid !== "string" || typeof old.exp !== "number") {
       return oauthError(res, 400, "invalid_grant", "refresh_token is invalid or expired");
     }
-    if (params.client_id !== old.client_id) return oauthError(res, 400, "invalid_grant", "refresh_token was issued to another client");
+    if (params.client_id !== old.client_id) {
+      return oauthError(res, 400, "invalid_grant", "refresh_token was issued to another client");
+    }
     if (await store.isRevoked(old.sid)) return oauthError(res, 400, "invalid_grant", "the session was revoked");
-    if (namesOtherResource(params.resource, base)) return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
+    if (namesOtherResource(params.resource, base)) {
+      return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp`);
+    }
     if (!(await store.spendOnce(old.jti, old.exp))) {
       await revokeSession(old.sid, nowSeconds(), "refresh token reused");
       return oauthError(res, 400, "invalid_grant", "refresh_token was already used; its session is revoked");
@@ -371,12 +429,23 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   }
 
   /** An RFC 9068 access token for this resource, plus a fresh refresh token ending with the session. */
-  async function issueTokens(res: ServerResponse, base: string, session: { sid: string; client_id: string; scope: string }, sessionExpiresAt: number) {
+  async function issueTokens(
+    res: ServerResponse,
+    base: string,
+    session: { sid: string; client_id: string; scope: string },
+    sessionExpiresAt: number,
+  ) {
     const [accessToken, refreshToken] = await Promise.all([ // independent signatures: let them overlap
       sign("access", base, { sub: USER, aud: `${base}/mcp`, jti: randomId(), ...session }, config.accessTtl),
       sign("refresh", base, { jti: randomId(), ...session, exp: sessionExpiresAt }),
     ]);
-    const answer = { access_token: accessToken, token_type: "Bearer", expires_in: config.accessTtl, refresh_token: refreshToken, scope: session.scope };
+    const answer = {
+      access_token: accessToken,
+      token_type: "Bearer",
+      expires_in: config.accessTtl,
+      refresh_token: refreshToken,
+      scope: session.scope,
+    };
     sendJson(res, 200, answer);
   }
 
@@ -384,10 +453,14 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   function parseTokenRequest(contentType: string | undefined, body: string): Record<string, string> | string {
     if (isJson(contentType)) {
       const json = parseJson(body);
-      if (!isObject(json) || !Object.values(json).every((value) => typeof value === "string")) return "a JSON body must be an object of string parameters";
+      if (!isObject(json) || !Object.values(json).every((value) => typeof value === "string")) {
+        return "a JSON body must be an object of string parameters";
+      }
       return json as Record<string, string>;
     }
-    if (!/^application\/x-www-form-urlencoded\s*(;|$)/i.test(contentType ?? "")) return "Content-Type must be application/x-www-form-urlencoded";
+    if (!/^application\/x-www-form-urlencoded\s*(;|$)/i.test(contentType ?? "")) {
+      return "Content-Type must be application/x-www-form-urlencoded";
+    }
     const form = new URLSearchParams(body);
     const repeated = repeatedName(form);
     return repeated ? `${repeated} is repeated` : Object.fromEntries(form);
@@ -399,7 +472,9 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   // MCP 2026-07-28 prefers Client ID Metadata Documents; this stays as the path for hosts that register.
 
   async function register(req: IncomingMessage, res: ServerResponse, body: string) {
-    if (!isJson(req.headers["content-type"])) return oauthError(res, 415, "invalid_client_metadata", "send the client metadata as application/json");
+    if (!isJson(req.headers["content-type"])) {
+      return oauthError(res, 415, "invalid_client_metadata", "send the client metadata as application/json");
+    }
     const metadata = parseJson(body);
     if (!isObject(metadata)) return oauthError(res, 400, "invalid_client_metadata", "the body must be a JSON object");
     const { redirect_uris: uris, client_name: name } = metadata;
@@ -411,8 +486,12 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     // application_type (OpenID DCR §2, as MCP 2026-07-28 asks): web clients redirect to https sites;
     // native clients to the loopback interface, where they listen on a port of the moment (RFC 8252 §7.3).
     // Unstated, a client whose redirect URIs are all loopback is taken for a desktop app: native.
-    const appType = metadata.application_type !== undefined ? metadata.application_type : (uris.every((uri) => isLoopbackHost(new URL(uri).hostname)) ? "native" : "web");
-    if (appType !== "web" && appType !== "native") return oauthError(res, 400, "invalid_client_metadata", "application_type must be web or native");
+    const appType = metadata.application_type !== undefined
+      ? metadata.application_type
+      : (uris.every((uri) => isLoopbackHost(new URL(uri).hostname)) ? "native" : "web");
+    if (appType !== "web" && appType !== "native") {
+      return oauthError(res, 400, "invalid_client_metadata", "application_type must be web or native");
+    }
     if (appType === "web" && uris.some((uri) => new URL(uri).protocol !== "https:")) {
       return oauthError(res, 400, "invalid_redirect_uri", "a web client's redirect_uris must be https");
     }
@@ -420,16 +499,35 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
       return oauthError(res, 400, "invalid_client_metadata", "client_name must be a string of at most 200 characters");
     }
     const methods = metadata.token_endpoint_auth_method;
-    if (methods !== undefined && methods !== "none") return oauthError(res, 400, "invalid_client_metadata", "only public clients (token_endpoint_auth_method none) are supported");
-    if (!isSubset(metadata.grant_types, ["authorization_code", "refresh_token"]) || !isSubset(metadata.response_types, ["code"])) {
-      return oauthError(res, 400, "invalid_client_metadata", "grant_types may hold authorization_code and refresh_token; response_types only code");
+    if (methods !== undefined && methods !== "none") {
+      return oauthError(
+        res,
+        400,
+        "invalid_client_metadata",
+        "only public clients (token_endpoint_auth_method none) are supported",
+      );
+    }
+    if (
+      !isSubset(metadata.grant_types, ["authorization_code", "refresh_token"]) ||
+      !isSubset(metadata.response_types, ["code"])
+    ) {
+      return oauthError(
+        res,
+        400,
+        "invalid_client_metadata",
+        "grant_types may hold authorization_code and refresh_token; response_types only code",
+      );
     }
     const client = { redirect_uris: uris, application_type: appType, ...(name !== undefined && { client_name: name }) };
     const clientId = await sign("client", baseUrl(req), client);
     log(`[oauth] client registered: ${name ?? "(unnamed)"}`);
     sendJson(res, 201, {
-      client_id: clientId, client_id_issued_at: nowSeconds(), ...client, token_endpoint_auth_method: "none",
-      grant_types: ["authorization_code", "refresh_token"], response_types: ["code"],
+      client_id: clientId,
+      client_id_issued_at: nowSeconds(),
+      ...client,
+      token_endpoint_auth_method: "none",
+      grant_types: ["authorization_code", "refresh_token"],
+      response_types: ["code"],
     });
   }
 
@@ -439,8 +537,13 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   function authorizationServerMetadata(req: IncomingMessage, res: ServerResponse) {
     const base = baseUrl(req);
     sendJson(res, 200, {
-      issuer: base, authorization_endpoint: `${base}/authorize`, token_endpoint: `${base}/token`, registration_endpoint: `${base}/register`,
-      scopes_supported: [SCOPE], response_types_supported: ["code"], grant_types_supported: ["authorization_code", "refresh_token"],
+      issuer: base,
+      authorization_endpoint: `${base}/authorize`,
+      token_endpoint: `${base}/token`,
+      registration_endpoint: `${base}/register`,
+      scopes_supported: [SCOPE],
+      response_types_supported: ["code"],
+      grant_types_supported: ["authorization_code", "refresh_token"],
       code_challenge_methods_supported: ["S256"], // PKCE, S256 only
       token_endpoint_auth_methods_supported: ["none"], // public clients: PKCE, not a secret, proves who redeems a code
       client_id_metadata_document_supported: true, // a client_id may be the URL of the client's metadata document
@@ -451,7 +554,12 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   /** RFC 9728 §3: the MCP endpoint is the protected resource, and this server is its authorization server. */
   function protectedResourceMetadata(req: IncomingMessage, res: ServerResponse) {
     const base = baseUrl(req);
-    sendJson(res, 200, { resource: `${base}/mcp`, authorization_servers: [base], scopes_supported: [SCOPE], bearer_methods_supported: ["header"] });
+    sendJson(res, 200, {
+      resource: `${base}/mcp`,
+      authorization_servers: [base],
+      scopes_supported: [SCOPE],
+      bearer_methods_supported: ["header"],
+    });
   }
 
   // ─── /mcp ──────────────────────────────────────────────────────────────────────────────────────
@@ -459,9 +567,21 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
 
   const noArguments = { type: "object", properties: {}, additionalProperties: false };
   const TOOLS = [
-    { name: "whoami", description: "Says who is calling: the signed-in user when a valid token came along, else anonymous.", inputSchema: noArguments },
-    { name: "get_secret", description: "Returns the secret. Protected: calling it without a token starts the OAuth flow.", inputSchema: noArguments },
-    { name: "revoke_auth_token", description: "Protected: ends the caller's session; its access and refresh tokens stop working.", inputSchema: noArguments },
+    {
+      name: "whoami",
+      description: "Says who is calling: the signed-in user when a valid token came along, else anonymous.",
+      inputSchema: noArguments,
+    },
+    {
+      name: "get_secret",
+      description: "Returns the secret. Protected: calling it without a token starts the OAuth flow.",
+      inputSchema: noArguments,
+    },
+    {
+      name: "revoke_auth_token",
+      description: "Protected: ends the caller's session; its access and refresh tokens stop working.",
+      inputSchema: noArguments,
+    },
   ];
   const PROTECTED_TOOLS = new Set(["get_secret", "revoke_auth_token"]);
   const HANDSHAKE_VERSIONS = ["2025-11-25", "2025-06-18", "2025-03-26"];
@@ -472,10 +592,14 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   type Rejection = { code: number; message: string; data?: unknown };
 
   async function mcp(req: IncomingMessage, res: ServerResponse, body: string) {
-    if (!isJson(req.headers["content-type"])) return rpcError(res, 415, null, -32600, "Content-Type must be application/json");
+    if (!isJson(req.headers["content-type"])) {
+      return rpcError(res, 415, null, -32600, "Content-Type must be application/json");
+    }
     const message = parseJson(body);
     if (message === undefined) return rpcError(res, 400, null, -32700, "Parse error: the body is not JSON");
-    if (!isObject(message) || message.jsonrpc !== "2.0") return rpcError(res, 400, null, -32600, "Invalid Request: expected one JSON-RPC 2.0 message");
+    if (!isObject(message) || message.jsonrpc !== "2.0") {
+      return rpcError(res, 400, null, -32600, "Invalid Request: expected one JSON-RPC 2.0 message");
+    }
     const { id, method } = message;
     const badId = id !== undefined && typeof id !== "string" && typeof id !== "number";
     if (badId) return rpcError(res, 400, null, -32600, "Invalid Request: id must be a string or a number");
@@ -497,36 +621,74 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     // what will run; only a protected tool asks for a token, so discovery and public tools stay open.
     const base = baseUrl(req);
     const caller = method === "tools/call" ? await authenticate(req, base) : { tokenSent: false };
-    if (method === "tools/call" && typeof params.name === "string" && PROTECTED_TOOLS.has(params.name) && !caller.claims) {
+    if (
+      method === "tools/call" && typeof params.name === "string" && PROTECTED_TOOLS.has(params.name) && !caller.claims
+    ) {
       // RFC 9728 §5.1: the challenge names where discovery starts; RFC 6750 §3: invalid_token when a
       // token was sent but did not count.
       const challenge = [`resource_metadata="${base}/.well-known/oauth-protected-resource/mcp"`, `scope="${SCOPE}"`];
-      if (caller.tokenSent) challenge.push(`error="invalid_token"`, `error_description="The access token is invalid, expired or revoked"`);
+      if (caller.tokenSent) {
+        challenge.push(`error="invalid_token"`, `error_description="The access token is invalid, expired or revoked"`);
+      }
       if (caller.tokenSent) log(`[oauth] ${params.name} refused: the token is invalid, expired or revoked`);
-      return rpcError(res, 401, id, -32001, "Authentication required", { "www-authenticate": `Bearer ${challenge.join(", ")}` });
+      return rpcError(res, 401, id, -32001, "Authentication required", {
+        "www-authenticate": `Bearer ${challenge.join(", ")}`,
+      });
     }
     const outcome = await answer(method, params, caller.claims, modern);
-    if ("error" in outcome) return rpcError(res, modern && outcome.error.code === -32601 ? 404 : 200, id, outcome.error.code, outcome.error.message);
-    sendJson(res, 200, { jsonrpc: "2.0", id, result: modern ? { resultType: "complete", ...outcome.result } : outcome.result });
+    if ("error" in outcome) {
+      return rpcError(
+        res,
+        modern && outcome.error.code === -32601 ? 404 : 200,
+        id,
+        outcome.error.code,
+        outcome.error.message,
+      );
+    }
+    sendJson(res, 200, {
+      jsonrpc: "2.0",
+      id,
+      result: modern ? { resultType: "complete", ...outcome.result } : outcome.result,
+    });
   }
 
   // MCP 2026-07-28 Streamable HTTP: the routing headers must be present and agree with the body, or the
   // request is refused here, before the auth gate and before any tool. This is the lazy-auth lesson: a
   // gateway that let `Mcp-Name: whoami` through unauthenticated while the body called get_secret would
   // leak the secret. The gate above decides on the body; a request whose headers disagree never gets there.
-  function checkModernRequest(req: IncomingMessage, method: string, params: Record<string, unknown>, meta: Record<string, unknown>): Rejection | undefined {
+  function checkModernRequest(
+    req: IncomingMessage,
+    method: string,
+    params: Record<string, unknown>,
+    meta: Record<string, unknown>,
+  ): Rejection | undefined {
     const requested = meta[META_VERSION];
     const header = req.headers["mcp-protocol-version"];
     if (typeof requested !== "string" || !isObject(meta[META_CAPABILITIES])) {
       return { code: -32602, message: `Invalid params: _meta must carry ${META_VERSION} and ${META_CAPABILITIES}` };
     }
-    if (header !== requested) return { code: -32020, message: `Header mismatch: MCP-Protocol-Version is ${quote(header)}, the body says ${quote(requested)}` };
-    if (requested !== MODERN_VERSION) return { code: -32022, message: "Unsupported protocol version", data: { supported: ALL_VERSIONS, requested } };
+    if (header !== requested) {
+      return {
+        code: -32020,
+        message: `Header mismatch: MCP-Protocol-Version is ${quote(header)}, the body says ${quote(requested)}`,
+      };
+    }
+    if (requested !== MODERN_VERSION) {
+      return { code: -32022, message: "Unsupported protocol version", data: { supported: ALL_VERSIONS, requested } };
+    }
     const methodHeader = req.headers["mcp-method"];
-    if (methodHeader !== method) return { code: -32020, message: `Header mismatch: Mcp-Method is ${quote(methodHeader)}, the body calls ${quote(method)}` };
+    if (methodHeader !== method) {
+      return {
+        code: -32020,
+        message: `Header mismatch: Mcp-Method is ${quote(methodHeader)}, the body calls ${quote(method)}`,
+      };
+    }
     const nameHeader = decodeHeaderValue(req.headers["mcp-name"]);
     if (method === "tools/call" && nameHeader !== params.name) {
-      return { code: -32020, message: `Header mismatch: Mcp-Name is ${quote(nameHeader)}, the body names ${quote(params.name)}` };
+      return {
+        code: -32020,
+        message: `Header mismatch: Mcp-Name is ${quote(nameHeader)}, the body names ${quote(params.name)}`,
+      };
     }
     return undefined;
   }
@@ -535,11 +697,18 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   function checkHandshakeRequest(req: IncomingMessage): Rejection | undefined {
     const header = req.headers["mcp-protocol-version"];
     if (header === undefined || HANDSHAKE_VERSIONS.includes(String(header))) return undefined;
-    return { code: -32022, message: "Unsupported protocol version", data: { supported: ALL_VERSIONS, requested: header } };
+    return {
+      code: -32022,
+      message: "Unsupported protocol version",
+      data: { supported: ALL_VERSIONS, requested: header },
+    };
   }
 
   /** An access token counts only if signature, typ, issuer, audience, expiry and session all check out. */
-  async function authenticate(req: IncomingMessage, base: string): Promise<{ claims?: JWTPayload; tokenSent: boolean }> {
+  async function authenticate(
+    req: IncomingMessage,
+    base: string,
+  ): Promise<{ claims?: JWTPayload; tokenSent: boolean }> {
     const header = req.headers.authorization;
     if (header === undefined) return { tokenSent: false };
     const bearer = /^Bearer +([\w.~+/-]+=*) *$/i.exec(header)?.[1]; // RFC 6750 §2.1
@@ -550,20 +719,37 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
 
   type Outcome = { result: Record<string, unknown> } | { error: { code: number; message: string; data?: unknown } };
 
-  async function answer(method: string, params: Record<string, unknown>, claims: JWTPayload | undefined, modern: boolean): Promise<Outcome> {
+  async function answer(
+    method: string,
+    params: Record<string, unknown>,
+    claims: JWTPayload | undefined,
+    modern: boolean,
+  ): Promise<Outcome> {
     // The tool list is the same for every caller and fixed for the life of the process: a modern client
     // may cache it (and the discover answer) for a minute, shared across users.
     const cacheHint = modern && { ttlMs: 60_000, cacheScope: "public" };
     if (method === "server/discover" && modern) {
       const serverInfo = { "io.modelcontextprotocol/serverInfo": SERVER_INFO };
-      return { result: { supportedVersions: ALL_VERSIONS, capabilities: { tools: {} }, instructions: INSTRUCTIONS, ...cacheHint, _meta: serverInfo } };
+      return {
+        result: {
+          supportedVersions: ALL_VERSIONS,
+          capabilities: { tools: {} },
+          instructions: INSTRUCTIONS,
+          ...cacheHint,
+          _meta: serverInfo,
+        },
+      };
     }
     if (method === "initialize" && !modern) { // the 2025 handshake; 2026-07-28 has none
       const asked = params.protocolVersion;
-      if (typeof asked !== "string") return { error: { code: -32602, message: "Invalid params: protocolVersion is required" } };
+      if (typeof asked !== "string") {
+        return { error: { code: -32602, message: "Invalid params: protocolVersion is required" } };
+      }
       // Version negotiation: echo the client's version when supported, else offer the newest we speak.
       const protocolVersion = HANDSHAKE_VERSIONS.includes(asked) ? asked : HANDSHAKE_VERSIONS[0];
-      return { result: { protocolVersion, capabilities: { tools: {} }, serverInfo: SERVER_INFO, instructions: INSTRUCTIONS } };
+      return {
+        result: { protocolVersion, capabilities: { tools: {} }, serverInfo: SERVER_INFO, instructions: INSTRUCTIONS },
+      };
     }
     if (method === "ping") return { result: {} };
     if (method === "tools/list") return { result: { tools: TOOLS, ...cacheHint } };
@@ -576,18 +762,33 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     if (typeof name !== "string" || !TOOLS.some((tool) => tool.name === name)) {
       return { error: { code: -32602, message: `Invalid params: unknown tool ${quote(name)}` } };
     }
-    if (!isObject(args) || Object.keys(args).length > 0) return { error: { code: -32602, message: "Invalid params: this tool takes no arguments" } };
+    if (!isObject(args) || Object.keys(args).length > 0) {
+      return { error: { code: -32602, message: "Invalid params: this tool takes no arguments" } };
+    }
     const text = (value: string) => ({ result: { content: [{ type: "text", text: value }], isError: false } });
-    if (name === "whoami") return text(claims ? `You are ${claims.sub}, signed in through ${claims.client_id}.` : "You are anonymous.");
-    if (!claims || typeof claims.sid !== "string") return { error: { code: -32001, message: "Authentication required" } };
-    if (name === "get_secret") return text(`The secret is: ${SECRET}. (Shown to ${claims.sub}, session ${claims.sid}.)`);
+    if (name === "whoami") {
+      return text(claims ? `You are ${claims.sub}, signed in through ${claims.client_id}.` : "You are anonymous.");
+    }
+    if (!claims || typeof claims.sid !== "string") {
+      return { error: { code: -32001, message: "Authentication required" } };
+    }
+    if (name === "get_secret") {
+      return text(`The secret is: ${SECRET}. (Shown to ${claims.sub}, session ${claims.sid}.)`);
+    }
     await revokeSession(claims.sid, nowSeconds(), "revoke_auth_token called");
-    return text("Your session is revoked: its access and refresh tokens no longer work. The next protected call starts a new sign-in.");
+    return text(
+      "Your session is revoked: its access and refresh tokens no longer work. The next protected call starts a new sign-in.",
+    );
   }
 
   // ─── Routing, CORS, body limits ────────────────────────────────────────────────────────────────
 
-  type Handler = (req: IncomingMessage, res: ServerResponse, query: URLSearchParams, body: string) => Promise<void> | void;
+  type Handler = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    query: URLSearchParams,
+    body: string,
+  ) => Promise<void> | void;
   const routes: Record<string, Record<string, Handler>> = {
     "/": { GET: (req, res) => send(res, 200, "text/plain; charset=utf-8", landingText(baseUrl(req))) },
     "/.well-known/oauth-authorization-server": { GET: authorizationServerMetadata },
@@ -608,8 +809,12 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     res.setHeader("access-control-expose-headers", "WWW-Authenticate");
     if (path === "/token") res.setHeader("cache-control", "no-store"); // RFC 6749 §5.1: tokens must not be cached
     if (req.method === "OPTIONS") {
-      const allowHeaders = "authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id, mcp-method, mcp-name";
-      return void res.writeHead(204, { "access-control-allow-methods": "GET, POST, OPTIONS", "access-control-allow-headers": allowHeaders }).end();
+      const allowHeaders =
+        "authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id, mcp-method, mcp-name";
+      return void res.writeHead(204, {
+        "access-control-allow-methods": "GET, POST, OPTIONS",
+        "access-control-allow-headers": allowHeaders,
+      }).end();
     }
     const handlers = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (!handlers) return httpError(res, path, 404, "not_found", `Nothing at ${path}`);
@@ -620,12 +825,21 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     }
     if (req.method !== "POST") return handler(req, res, query, "");
     const body = await readBody(req, BODY_LIMIT_BYTES);
-    if (body === undefined) return httpError(res, path, 413, "invalid_request", `The body is over ${BODY_LIMIT_BYTES} bytes`);
+    if (body === undefined) {
+      return httpError(res, path, 413, "invalid_request", `The body is over ${BODY_LIMIT_BYTES} bytes`);
+    }
     return handler(req, res, query, body);
   }
 
   /** Errors outside a handler's own checks, in the shape the path speaks: JSON-RPC on /mcp, OAuth elsewhere. */
-  function httpError(res: ServerResponse, path: string, status: number, error: string, description: string, headers: Record<string, string> = {}) {
+  function httpError(
+    res: ServerResponse,
+    path: string,
+    status: number,
+    error: string,
+    description: string,
+    headers: Record<string, string> = {},
+  ) {
     if (path === "/mcp") return rpcError(res, status, null, status === 413 ? -32600 : -32000, description, headers);
     sendJson(res, status, { error, error_description: description }, headers);
   }
@@ -656,11 +870,12 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   return {
     url: `http://${options.host === "localhost" ? "localhost" : "127.0.0.1"}:${listeningPort}`,
     server,
-    close: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeIdleConnections(); // requests in flight may finish; one still stuck after a second is cut
-      setTimeout(() => server.closeAllConnections(), 1000).unref();
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections(); // requests in flight may finish; one still stuck after a second is cut
+        setTimeout(() => server.closeAllConnections(), 1000).unref();
+      }),
   };
 }
 
@@ -670,9 +885,11 @@ const BODY_LIMIT_BYTES = 64 * 1024;
 const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
 const SERVER_INFO = { name: "lazy-auth-example", version: "0.1.0" };
 const SECRET = "lazy auth works"; // what get_secret guards
-const INSTRUCTIONS = "whoami is public. get_secret and revoke_auth_token need you to sign in: calling one starts OAuth.";
+const INSTRUCTIONS =
+  "whoami is public. get_secret and revoke_auth_token need you to sign in: calling one starts OAuth.";
 
-const landingText = (base: string) => `Lazy-auth MCP server
+const landingText = (base: string) =>
+  `Lazy-auth MCP server
   MCP endpoint (Streamable HTTP, MCP 2025-03-26 to 2026-07-28): ${base}/mcp
   Discovery: ${base}/.well-known/oauth-protected-resource/mcp, ${base}/.well-known/oauth-authorization-server
   OAuth: ${base}/authorize ${base}/token ${base}/register
@@ -713,21 +930,41 @@ const sendJson = (res: ServerResponse, status: number, body: unknown, headers: R
   send(res, status, "application/json", JSON.stringify(body), headers);
 
 /** Every JSON-RPC error has one shape: {jsonrpc, id, error: {code, message, data?}}. */
-function rpcError(res: ServerResponse, status: number, id: unknown, code: number, message: string, headers: Record<string, string> = {}, data?: unknown) {
-  sendJson(res, status, { jsonrpc: "2.0", id: id ?? null, error: { code, message, ...(data !== undefined && { data }) } }, headers);
+function rpcError(
+  res: ServerResponse,
+  status: number,
+  id: unknown,
+  code: number,
+  message: string,
+  headers: Record<string, string> = {},
+  data?: unknown,
+) {
+  sendJson(res, status, {
+    jsonrpc: "2.0",
+    id: id ?? null,
+    error: { code, message, ...(data !== undefined && { data }) },
+  }, headers);
 }
 
 function parseJson(text: string): unknown {
-  try { return JSON.parse(text); } catch { return undefined; } // not JSON: each caller answers in its own shape
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  } // not JSON: each caller answers in its own shape
 }
 
-const isObject = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value);
 const isJson = (contentType: string | undefined) => /^application\/json\s*(;|$)/i.test(contentType ?? "");
 /** Absent, or an array holding only allowed strings. */
-const isSubset = (value: unknown, allowed: string[]) => value === undefined || (Array.isArray(value) && value.every((item) => allowed.includes(item)));
+const isSubset = (value: unknown, allowed: string[]) =>
+  value === undefined || (Array.isArray(value) && value.every((item) => allowed.includes(item)));
 const isLoopbackHost = (hostname: string) => /^(localhost|127(\.\d{1,3}){3}|\[::1\]|::1)$/.test(hostname);
 /** Client input echoed in an error message: strings quoted and cut short, anything else only named. */
-const quote = (value: unknown) => (typeof value === "string" ? JSON.stringify(value.slice(0, 100)) : `(${typeof value})`);
+const quote = (
+  value: unknown,
+) => (typeof value === "string" ? JSON.stringify(value.slice(0, 100)) : `(${typeof value})`);
 const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** RFC 6749 §3.1, §3.2: a parameter sent twice is ambiguous, so requests must not repeat one. */
@@ -754,7 +991,8 @@ function decodeHeaderValue(value: string | string[] | undefined): string | undef
 
 // Started directly (`tsx server.ts`, `deno run server.ts`) rather than imported? Deno says so with
 // import.meta.main; under Node, compare the script path with this module's own.
-const isEntryPoint = (import.meta as ImportMeta & { main?: boolean }).main ?? process.argv[1] === fileURLToPath(import.meta.url);
+const isEntryPoint = (import.meta as ImportMeta & { main?: boolean }).main ??
+  process.argv[1] === fileURLToPath(import.meta.url);
 if (isEntryPoint) {
   startServer().then((running) => {
     console.log(landingText(process.env.PUBLIC_URL ?? running.url.replace("127.0.0.1", "localhost")));

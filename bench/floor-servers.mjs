@@ -36,7 +36,10 @@ const MCP_BODY = JSON.stringify({
   jsonrpc: "2.0",
   id: 1,
   result: {
-    content: [{ type: "text", text: JSON.stringify({ subject: "bench-user", secret: "the-answer-is-42", issuedAt: new Date(0).toISOString() }) }],
+    content: [{
+      type: "text",
+      text: JSON.stringify({ subject: "bench-user", secret: "the-answer-is-42", issuedAt: new Date(0).toISOString() }),
+    }],
   },
 });
 const META_BODY = JSON.stringify({
@@ -73,11 +76,15 @@ const flowHandler = (req, res) => {
     const redirect = params.get("redirect_uri");
     if (!redirect) return json(res, 400, '{"error":"invalid_request"}');
     const state = params.get("state") ?? "";
-    const loc = `${redirect}${redirect.includes("?") ? "&" : "?"}code=${CODE}&state=${encodeURIComponent(state)}&iss=${encodeURIComponent(base)}`;
+    const loc = `${redirect}${redirect.includes("?") ? "&" : "?"}code=${CODE}&state=${encodeURIComponent(state)}&iss=${
+      encodeURIComponent(base)
+    }`;
     res.writeHead(302, { Location: loc, "Content-Length": 0, "Access-Control-Allow-Origin": "*" });
     return res.end();
   }
-  if (req.method === "POST" && path === "/token") return drain(req, () => json(res, 200, TOKEN_BODY, { "Cache-Control": "no-store" }));
+  if (req.method === "POST" && path === "/token") {
+    return drain(req, () => json(res, 200, TOKEN_BODY, { "Cache-Control": "no-store" }));
+  }
   if (req.method === "POST" && path === "/mcp") return drain(req, () => json(res, 200, MCP_BODY));
   if (req.method === "GET" && path === "/.well-known/oauth-authorization-server") return json(res, 200, META_BODY);
   json(res, 404, '{"error":"not_found"}');

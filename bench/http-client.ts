@@ -124,7 +124,9 @@ export class HttpConnection {
     const res: HttpResponse = {
       status: this.head!.status,
       headers: this.head!.headers,
-      body: this.bodyParts.length === 1 ? this.bodyParts[0].toString("utf8") : Buffer.concat(this.bodyParts).toString("utf8"),
+      body: this.bodyParts.length === 1
+        ? this.bodyParts[0].toString("utf8")
+        : Buffer.concat(this.bodyParts).toString("utf8"),
     };
     const mustClose = (res.headers["connection"] ?? "").toLowerCase() === "close";
     this.pending = null;

@@ -75,8 +75,7 @@ export async function oneFlow(conn: HttpConnection, t: FlowTarget, n: number): P
   const base = `http://${t.host}:${t.port}`;
   const resource = `${base}/mcp`;
   const state = `st${n}`;
-  const authorize =
-    `/authorize?response_type=code&client_id=${enc(CLIENT_ID)}&redirect_uri=${enc(REDIRECT_URI)}` +
+  const authorize = `/authorize?response_type=code&client_id=${enc(CLIENT_ID)}&redirect_uri=${enc(REDIRECT_URI)}` +
     `&code_challenge=${pk.challenge}&code_challenge_method=S256&state=${state}` +
     `&scope=${enc(t.scope)}&resource=${enc(resource)}&approved=1`;
   const r1 = await conn.request("GET", authorize);
@@ -85,18 +84,26 @@ export async function oneFlow(conn: HttpConnection, t: FlowTarget, n: number): P
   const code = loc.searchParams.get("code");
   expect(code && loc.searchParams.get("state") === state, "authorize redirect", r1);
 
-  const form =
-    `grant_type=authorization_code&code=${enc(code)}&code_verifier=${pk.verifier}` +
+  const form = `grant_type=authorization_code&code=${enc(code)}&code_verifier=${pk.verifier}` +
     `&client_id=${enc(CLIENT_ID)}&redirect_uri=${enc(REDIRECT_URI)}&resource=${enc(resource)}`;
   const r2 = await conn.request("POST", "/token", { "Content-Type": "application/x-www-form-urlencoded" }, form);
   expect(r2.status === 200, "token", r2);
   const tok = JSON.parse(r2.body);
   expect(typeof tok.access_token === "string" && tok.access_token.length > 0, "token body", r2);
 
-  const r3 = await conn.request("POST", "/mcp", { ...MCP_HEADERS, Authorization: `Bearer ${tok.access_token}` }, TOOL_CALL);
+  const r3 = await conn.request(
+    "POST",
+    "/mcp",
+    { ...MCP_HEADERS, Authorization: `Bearer ${tok.access_token}` },
+    TOOL_CALL,
+  );
   expect(r3.status === 200, "tools/call get_secret", r3);
   const msg = jsonRpcMessage(r3);
-  expect(msg.id === 1 && msg.result && !msg.result.isError && Array.isArray(msg.result.content), "get_secret result", r3);
+  expect(
+    msg.id === 1 && msg.result && !msg.result.isError && Array.isArray(msg.result.content),
+    "get_secret result",
+    r3,
+  );
 }
 
 /** The protected tool called with no token: the server must challenge with 401 + WWW-Authenticate. */

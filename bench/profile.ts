@@ -17,7 +17,7 @@ import os from "node:os";
 import path from "node:path";
 import { createRequire } from "node:module";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { HttpConnection, freePort } from "./http-client.ts";
+import { freePort, HttpConnection } from "./http-client.ts";
 import { oneFlow, oneUnauthorized, runWindow } from "./load.ts";
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
@@ -113,7 +113,12 @@ try {
     transformSync(code: string, options: Record<string, unknown>): { map: string };
   };
   const out = esbuild.transformSync(serverSource, {
-    loader: "ts", format: "esm", minifyWhitespace: true, keepNames: true, sourcemap: "external", sourcefile: "server.ts",
+    loader: "ts",
+    format: "esm",
+    minifyWhitespace: true,
+    keepNames: true,
+    sourcemap: "external",
+    sourcefile: "server.ts",
   });
   generatedMap = decodeMappings(JSON.parse(out.map).mappings);
 } catch {
@@ -173,7 +178,9 @@ function analyse(p: CpuProfile, flows: number, unit: string): string {
     for (const c of n.children ?? []) parent.set(c, n.id);
   }
   const self = new Map<number, number>(); // µs per node
-  for (let i = 0; i < p.samples.length; i++) self.set(p.samples[i], (self.get(p.samples[i]) ?? 0) + (p.timeDeltas[i] ?? 0));
+  for (let i = 0; i < p.samples.length; i++) {
+    self.set(p.samples[i], (self.get(p.samples[i]) ?? 0) + (p.timeDeltas[i] ?? 0));
+  }
   let total = 0;
   let idle = 0;
   for (const [id, us] of self) {
@@ -213,8 +220,10 @@ function analyse(p: CpuProfile, flows: number, unit: string): string {
       .slice(0, n)
       .map(([k, us]) => `  ${pct(us)}  ${(us / flows).toFixed(1).padStart(7)} µs/${unit}  ${k}`);
   return [
-    `profile: ${((p.endTime - p.startTime) / 1e6).toFixed(1)} s wall, ${(busy / 1000).toFixed(0)} ms on CPU in the main thread ` +
-      `= ${(busy / flows).toFixed(0)} µs per ${unit} (idle excluded; start-up included; % of busy time)`,
+    `profile: ${((p.endTime - p.startTime) / 1e6).toFixed(1)} s wall, ${
+      (busy / 1000).toFixed(0)
+    } ms on CPU in the main thread ` +
+    `= ${(busy / flows).toFixed(0)} µs per ${unit} (idle excluded; start-up included; % of busy time)`,
     "",
     "self time by origin:",
     ...top(selfByOrigin, 15),
@@ -232,7 +241,13 @@ async function main(): Promise<void> {
   const from = process.argv.indexOf("--from");
   if (from >= 0) {
     const ops = Number(process.argv[process.argv.indexOf("--ops") + 1]) || 1;
-    console.log(analyse(JSON.parse(fs.readFileSync(process.argv[from + 1], "utf8")) as CpuProfile, ops, UNAUTH ? "request" : "flow"));
+    console.log(
+      analyse(
+        JSON.parse(fs.readFileSync(process.argv[from + 1], "utf8")) as CpuProfile,
+        ops,
+        UNAUTH ? "request" : "flow",
+      ),
+    );
     return;
   }
   const port = await freePort();
@@ -259,7 +274,11 @@ async function main(): Promise<void> {
     ? (conn: HttpConnection) => oneUnauthorized(conn)
     : (conn: HttpConnection, n: number) => oneFlow(conn, { host: HOST, port, scope: "mcp" }, n);
   const w = await runWindow(HOST, port, UNAUTH ? 32 : 16, SECONDS, op, false);
-  process.stderr.write(`profile: ${w.ops} ${UNAUTH ? "401 answers" : "flows"} in ${w.seconds.toFixed(1)} s, ${w.errors} errors${w.errors ? ` (${w.errorSamples[0]})` : ""}\n`);
+  process.stderr.write(
+    `profile: ${w.ops} ${UNAUTH ? "401 answers" : "flows"} in ${w.seconds.toFixed(1)} s, ${w.errors} errors${
+      w.errors ? ` (${w.errorSamples[0]})` : ""
+    }\n`,
+  );
   const exited = new Promise((r) => child.once("exit", r));
   child.kill("SIGTERM");
   await exited;

@@ -8,14 +8,14 @@
 //
 // See bench/README.md for what is measured and how.
 
-import { spawn, spawnSync, execFileSync, type ChildProcess } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { HttpConnection, freePort } from "./http-client.ts";
-import { oneFlow, oneUnauthorized, runWindow, percentile, median, type WindowResult } from "./load.ts";
-import { processTree, treeCpuSeconds, rssKb, hwmKb, listeningPid, machineCpuSeconds } from "./proc.ts";
+import { freePort, HttpConnection } from "./http-client.ts";
+import { median, oneFlow, oneUnauthorized, percentile, runWindow, type WindowResult } from "./load.ts";
+import { hwmKb, listeningPid, machineCpuSeconds, processTree, rssKb, treeCpuSeconds } from "./proc.ts";
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH_DIR);
@@ -133,8 +133,11 @@ function start(spec: TargetSpec, port: number): Running {
 /** Resolves with ms from `t0` to the first 200 on the metadata document. */
 async function waitReady(r: Running, t0: number, timeoutMs = 20000): Promise<number> {
   for (;;) {
-    if (r.child.exitCode !== null || r.child.signalCode !== null)
-      throw new Error(`${r.spec.label} exited early (${r.child.exitCode ?? r.child.signalCode}): ${r.stderr.join("").slice(-800)}`);
+    if (r.child.exitCode !== null || r.child.signalCode !== null) {
+      throw new Error(
+        `${r.spec.label} exited early (${r.child.exitCode ?? r.child.signalCode}): ${r.stderr.join("").slice(-800)}`,
+      );
+    }
     const conn = new HttpConnection(HOST, r.port);
     try {
       const res = await conn.request("GET", "/.well-known/oauth-authorization-server");
@@ -213,7 +216,10 @@ interface UnauthSample {
 const FOREIGN_LIMIT_CORES = 0.25;
 const MAX_RETRIES = 1;
 let retryBudgetSeconds = 40; // retries stop when this is spent, so the whole run stays bounded
-async function measured(r: Running, fn: () => Promise<WindowResult>): Promise<{ w: WindowResult; cpuSeconds: number; foreignCores: number }> {
+async function measured(
+  r: Running,
+  fn: () => Promise<WindowResult>,
+): Promise<{ w: WindowResult; cpuSeconds: number; foreignCores: number }> {
   let best: { w: WindowResult; cpuSeconds: number; foreignCores: number } | null = null;
   for (let attempt = 0; attempt <= MAX_RETRIES; attempt++) {
     const m0 = machineCpuSeconds();
@@ -229,7 +235,9 @@ async function measured(r: Running, fn: () => Promise<WindowResult>): Promise<{ 
     if (!best || cur.foreignCores < best.foreignCores) best = cur;
     if (cur.foreignCores <= FOREIGN_LIMIT_CORES || retryBudgetSeconds <= 0 || attempt === MAX_RETRIES) break;
     retryBudgetSeconds -= w.seconds;
-    log(`bench:   ${r.spec.label}: ${cur.foreignCores.toFixed(2)} cores of other load during the window, measuring again`);
+    log(
+      `bench:   ${r.spec.label}: ${cur.foreignCores.toFixed(2)} cores of other load during the window, measuring again`,
+    );
   }
   return best!;
 }
@@ -237,7 +245,10 @@ async function measured(r: Running, fn: () => Promise<WindowResult>): Promise<{ 
 async function flowSample(r: Running, warm: number): Promise<FlowSample> {
   const op = (conn: HttpConnection, n: number) => oneFlow(conn, { host: HOST, port: r.port, scope: r.spec.scope }, n);
   await runWindow(HOST, r.port, FLOW_CONCURRENCY, warm, op, false);
-  const { w, cpuSeconds, foreignCores } = await measured(r, () => runWindow(HOST, r.port, FLOW_CONCURRENCY, SECONDS, op));
+  const { w, cpuSeconds, foreignCores } = await measured(
+    r,
+    () => runWindow(HOST, r.port, FLOW_CONCURRENCY, SECONDS, op),
+  );
   const lat = w.latencies.sort((a, b) => a - b);
   return {
     cpuUsPerFlow: w.ops ? (cpuSeconds * 1e6) / w.ops : NaN,
@@ -254,7 +265,10 @@ async function flowSample(r: Running, warm: number): Promise<FlowSample> {
 async function unauthSample(r: Running, warm: number): Promise<UnauthSample> {
   const op = (conn: HttpConnection) => oneUnauthorized(conn);
   await runWindow(HOST, r.port, UNAUTH_CONNECTIONS, warm, op, false);
-  const { w, cpuSeconds, foreignCores } = await measured(r, () => runWindow(HOST, r.port, UNAUTH_CONNECTIONS, SECONDS, op, false));
+  const { w, cpuSeconds, foreignCores } = await measured(
+    r,
+    () => runWindow(HOST, r.port, UNAUTH_CONNECTIONS, SECONDS, op, false),
+  );
   return {
     reqPerSec: w.ops / w.seconds,
     cpuUsPerReq: w.ops ? (cpuSeconds * 1e6) / w.ops : NaN,
@@ -323,8 +337,13 @@ function singleUseRun(nodeFlags: string[]): SingleUseResult {
 function runSingleUseMemory(): SingleUseResult {
   const dflt = singleUseRun([]);
   const pinned = singleUseRun(["--max-semi-space-size=1"]);
-  if (!dflt.ok || !pinned.ok)
-    return { ok: false, error: String((!dflt.ok ? dflt.error : pinned.error) ?? "a run was not ok"), runs: { defaultFlags: dflt, pinnedYoungGeneration: pinned } };
+  if (!dflt.ok || !pinned.ok) {
+    return {
+      ok: false,
+      error: String((!dflt.ok ? dflt.error : pinned.error) ?? "a run was not ok"),
+      runs: { defaultFlags: dflt, pinnedYoungGeneration: pinned },
+    };
+  }
   const p = pinned as any;
   const d = dflt as any;
   return {
@@ -339,8 +358,8 @@ function runSingleUseMemory(): SingleUseResult {
     rssGrowthDefaultFlagsMb: d.rssGrowthMb,
     rssRetainedAfterExpiryDefaultFlagsMb: d.rssRetainedAfterExpiryMb,
     sizeAfterExpiry: p.sizeAfterExpiry,
-    released:
-      p.released === true && d.released === true && p.rssRetainedAfterExpiryMb <= Math.max(0.1 * p.rssGrowthMb, 2),
+    released: p.released === true && d.released === true &&
+      p.rssRetainedAfterExpiryMb <= Math.max(0.1 * p.rssGrowthMb, 2),
     runs: { defaultFlags: d, pinnedYoungGeneration: p },
   };
 }
@@ -403,7 +422,8 @@ async function main(): Promise<void> {
   let serverDirty = false;
   try {
     gitRev = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).trim();
-    serverDirty = execFileSync("git", ["status", "--porcelain", "--", "server.ts"], { cwd: ROOT, encoding: "utf8" }).trim() !== "";
+    serverDirty =
+      execFileSync("git", ["status", "--porcelain", "--", "server.ts"], { cwd: ROOT, encoding: "utf8" }).trim() !== "";
   } catch {
     /* not a git checkout */
   }
@@ -436,7 +456,12 @@ async function main(): Promise<void> {
   const coldKeys = [...thisKeys, ...(haveThis ? ["tsxImport"] : []), "upstream", "floor401"];
   for (const k of [...thisKeys, ...(haveThis ? ["tsxImport"] : []), "upstream", "floorFlow", "floor401"]) {
     const s = specs[k];
-    results.targets[k] = { label: s.label, command: s.command(0).map((a) => (a === process.execPath ? "node" : path.isAbsolute(a) ? path.relative(ROOT, a) : a)).join(" ") };
+    results.targets[k] = {
+      label: s.label,
+      command: s.command(0).map((
+        a,
+      ) => (a === process.execPath ? "node" : path.isAbsolute(a) ? path.relative(ROOT, a) : a)).join(" "),
+    };
     results.targets[k].command = results.targets[k].command.replace(/ 0$/, " <port>");
   }
 
@@ -451,7 +476,9 @@ async function main(): Promise<void> {
       const waitStart = performance.now();
       const other = await waitQuiet(Math.min(1500, quietBudgetMs));
       quietBudgetMs -= performance.now() - waitStart;
-      if (other > FOREIGN_LIMIT_CORES) log(`bench:   cold start of ${specs[k].label} measured with ${other.toFixed(2)} cores of other load`);
+      if (other > FOREIGN_LIMIT_CORES) {
+        log(`bench:   cold start of ${specs[k].label} measured with ${other.toFixed(2)} cores of other load`);
+      }
       const t0 = performance.now();
       const r = start(specs[k], port);
       const ms = await waitReady(r, t0);
@@ -459,7 +486,12 @@ async function main(): Promise<void> {
       if (round >= 0) cold[k].push(ms);
     }
   }
-  for (const k of coldKeys) results.targets[k].coldStartMs = { median: median(cold[k]), runs: cold[k].map((x) => +x.toFixed(1)) };
+  for (const k of coldKeys) {
+    results.targets[k].coldStartMs = {
+      median: median(cold[k]),
+      runs: cold[k].map((x) => +x.toFixed(1)),
+    };
+  }
 
   // ---- long-running servers for the load phases
   const flowKeys = [...thisKeys, "upstream", "floorFlow"];
@@ -467,7 +499,11 @@ async function main(): Promise<void> {
   const running: Record<string, Running> = {};
   for (const k of [...new Set([...flowKeys, ...unauthKeys])]) {
     running[k] = await launch(specs[k]);
-    log(`bench: started ${specs[k].label} on port ${running[k].port} (pids ${running[k].pids.join(",")}, server ${running[k].serverPid})`);
+    log(
+      `bench: started ${specs[k].label} on port ${running[k].port} (pids ${running[k].pids.join(",")}, server ${
+        running[k].serverPid
+      })`,
+    );
   }
 
   try {
@@ -478,8 +514,12 @@ async function main(): Promise<void> {
         const s = await flowSample(running[k], round === 0 ? WARMUP_SECONDS * 2 : WARMUP_SECONDS);
         flows[k].push(s);
         log(
-          `bench: flow   round ${round + 1}/${ROUNDS} ${specs[k].label.padEnd(14)} ${s.cpuUsPerFlow.toFixed(0).padStart(6)} µs CPU/flow  ` +
-            `${s.flowsPerSec.toFixed(0).padStart(5)} flows/s  p50 ${s.p50Ms.toFixed(2)} ms  p99 ${s.p99Ms.toFixed(2)} ms` +
+          `bench: flow   round ${round + 1}/${ROUNDS} ${specs[k].label.padEnd(14)} ${
+            s.cpuUsPerFlow.toFixed(0).padStart(6)
+          } µs CPU/flow  ` +
+            `${s.flowsPerSec.toFixed(0).padStart(5)} flows/s  p50 ${s.p50Ms.toFixed(2)} ms  p99 ${
+              s.p99Ms.toFixed(2)
+            } ms` +
             `  (other load ${s.foreignCores.toFixed(2)} cores)` +
             (s.errors ? `  ERRORS ${s.errors}: ${s.errorSamples[0]}` : ""),
         );
@@ -525,7 +565,9 @@ async function main(): Promise<void> {
         const s = await unauthSample(running[k], round === 0 ? WARMUP_SECONDS * 2 : WARMUP_SECONDS);
         unauth[k].push(s);
         log(
-          `bench: 401    round ${round + 1}/${ROUNDS} ${specs[k].label.padEnd(14)} ${s.reqPerSec.toFixed(0).padStart(6)} req/s  ` +
+          `bench: 401    round ${round + 1}/${ROUNDS} ${specs[k].label.padEnd(14)} ${
+            s.reqPerSec.toFixed(0).padStart(6)
+          } req/s  ` +
             `${s.cpuUsPerReq.toFixed(1).padStart(6)} µs CPU/req  (other load ${s.foreignCores.toFixed(2)} cores)` +
             (s.errors ? `  ERRORS ${s.errors}: ${s.errorSamples[0]}` : ""),
         );
@@ -585,22 +627,64 @@ function evaluate(res: any, thisKeys: string[]): Check[] {
   const checks: Check[] = [];
   const add = (target: string, subject: string, ratio: number, limit: number, op: "<=" | ">=") => {
     const ok = Number.isFinite(ratio) ? (op === "<=" ? ratio <= limit : ratio >= limit) : null;
-    checks.push({ target, subject, value: Number.isFinite(ratio) ? `${ratio.toFixed(3)}×` : "n/a", limit: `${op} ${limit}×`, pass: ok });
+    checks.push({
+      target,
+      subject,
+      value: Number.isFinite(ratio) ? `${ratio.toFixed(3)}×` : "n/a",
+      limit: `${op} ${limit}×`,
+      pass: ok,
+    });
   };
   for (const k of thisKeys) {
     const label = t[k].label;
     const flowErr = (t[k].flow?.errors ?? 0) > 0 || (t.upstream.flow?.errors ?? 0) > 0;
-    add("CPU per flow vs upstream", label, flowErr ? NaN : t[k].flow.cpuUsPerFlow / t.upstream.flow.cpuUsPerFlow, 0.25, "<=");
-    add("CPU per flow vs canned floor", label, flowErr ? NaN : t[k].flow.cpuUsPerFlow / t.floorFlow.flow.cpuUsPerFlow, 2.5, "<=");
+    add(
+      "CPU per flow vs upstream",
+      label,
+      flowErr ? NaN : t[k].flow.cpuUsPerFlow / t.upstream.flow.cpuUsPerFlow,
+      0.25,
+      "<=",
+    );
+    add(
+      "CPU per flow vs canned floor",
+      label,
+      flowErr ? NaN : t[k].flow.cpuUsPerFlow / t.floorFlow.flow.cpuUsPerFlow,
+      2.5,
+      "<=",
+    );
     const uErr = (t[k].unauthorized?.errors ?? 0) > 0;
-    add("401 req/s vs upstream", label, uErr ? NaN : t[k].unauthorized.reqPerSec / t.upstream.unauthorized.reqPerSec, 4, ">=");
-    add("401 req/s vs bare floor", label, uErr ? NaN : t[k].unauthorized.reqPerSec / t.floor401.unauthorized.reqPerSec, 0.7, ">=");
-    add("RSS after flows vs upstream (server process)", label, t[k].memoryAfterFlows.serverRssMb / t.upstream.memoryAfterFlows.serverRssMb, 0.5, "<=");
+    add(
+      "401 req/s vs upstream",
+      label,
+      uErr ? NaN : t[k].unauthorized.reqPerSec / t.upstream.unauthorized.reqPerSec,
+      4,
+      ">=",
+    );
+    add(
+      "401 req/s vs bare floor",
+      label,
+      uErr ? NaN : t[k].unauthorized.reqPerSec / t.floor401.unauthorized.reqPerSec,
+      0.7,
+      ">=",
+    );
+    add(
+      "RSS after flows vs upstream (server process)",
+      label,
+      t[k].memoryAfterFlows.serverRssMb / t.upstream.memoryAfterFlows.serverRssMb,
+      0.5,
+      "<=",
+    );
   }
-  if (t.deno) add("cold start vs upstream", t.deno.label, t.deno.coldStartMs.median / t.upstream.coldStartMs.median, 0.25, "<=");
+  if (t.deno) {
+    add("cold start vs upstream", t.deno.label, t.deno.coldStartMs.median / t.upstream.coldStartMs.median, 0.25, "<=");
+  }
   // "tsx within 1.3× of it" is read both ways: of Deno's start, and of the upstream's
-  if (t.tsx && t.deno) add("cold start vs Deno's", t.tsx.label, t.tsx.coldStartMs.median / t.deno.coldStartMs.median, 1.3, "<=");
-  if (t.tsx) add("cold start vs upstream", t.tsx.label, t.tsx.coldStartMs.median / t.upstream.coldStartMs.median, 1.3, "<=");
+  if (t.tsx && t.deno) {
+    add("cold start vs Deno's", t.tsx.label, t.tsx.coldStartMs.median / t.deno.coldStartMs.median, 1.3, "<=");
+  }
+  if (t.tsx) {
+    add("cold start vs upstream", t.tsx.label, t.tsx.coldStartMs.median / t.upstream.coldStartMs.median, 1.3, "<=");
+  }
   const su = res.singleUse;
   if (su) {
     checks.push({
@@ -627,15 +711,25 @@ function render(res: any, thisKeys: string[]): string {
   const cols = [...thisKeys, "upstream"];
   const f = (x: number | undefined, d = 0) => (x === undefined || !Number.isFinite(x) ? "—" : x.toFixed(d));
   const ratio = (a: number | undefined, b: number | undefined) =>
-    a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0 ? "—" : `${(a / b).toFixed(2)}×`;
+    a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0
+      ? "—"
+      : `${(a / b).toFixed(2)}×`;
   const rows: string[][] = [];
   const header = ["metric", ...cols.map((k) => t[k].label), "floor"];
   for (const k of thisKeys) header.push(`${k}/upstream`, `${k}/floor`);
   rows.push(header);
-  const metric = (name: string, get: (k: string) => number | undefined, floorKey: string | null, digits = 0, ratios = true) => {
+  const metric = (
+    name: string,
+    get: (k: string) => number | undefined,
+    floorKey: string | null,
+    digits = 0,
+    ratios = true,
+  ) => {
     const floorV = floorKey ? get(floorKey) : undefined;
     const row = [name, ...cols.map((k) => f(get(k), digits)), floorKey ? f(floorV, digits) : "—"];
-    for (const k of thisKeys) row.push(ratios ? ratio(get(k), get("upstream")) : "", ratios && floorKey ? ratio(get(k), floorV) : "");
+    for (const k of thisKeys) {
+      row.push(ratios ? ratio(get(k), get("upstream")) : "", ratios && floorKey ? ratio(get(k), floorV) : "");
+    }
     rows.push(row);
   };
   metric("CPU µs per flow (primary)", (k) => t[k].flow?.cpuUsPerFlow, "floorFlow");
@@ -667,17 +761,25 @@ function render(res: any, thisKeys: string[]): string {
     ])
     .filter(Boolean);
   if (errs.length) out.push("", "ERRORS:", ...errs.map((e) => `  ${e}`));
-  if (t.tsxImport) out.push(`cold start of ${t.tsxImport.label} server.ts (no tsx CLI wrapper process): ${f(t.tsxImport.coldStartMs.median, 1)} ms`);
+  if (t.tsxImport) {
+    out.push(
+      `cold start of ${t.tsxImport.label} server.ts (no tsx CLI wrapper process): ${
+        f(t.tsxImport.coldStartMs.median, 1)
+      } ms`,
+    );
+  }
   if (res.singleUse) {
     const su = res.singleUse;
     out.push("");
     out.push(
       su.ok
         ? `single-use memory (MemoryStore, ${su.codes} spent codes, ${su.expirySeconds} s expiry): ` +
-            `heap +${su.heapGrowthMb} MiB (${su.bytesPerCode} B/code), resident +${su.rssGrowthMb} MiB ` +
-            `(+${su.rssGrowthDefaultFlagsMb} MiB with default V8 flags: young generation grown by the burst);\n` +
-            `  after expiry: size ${su.sizeAfterExpiry}, heap +${su.heapRetainedAfterExpiryMb} MiB, resident ${signed(su.rssRetainedAfterExpiryMb)} MiB ` +
-            `(${signed(su.rssRetainedAfterExpiryDefaultFlagsMb)} MiB with default flags) over the baseline`
+          `heap +${su.heapGrowthMb} MiB (${su.bytesPerCode} B/code), resident +${su.rssGrowthMb} MiB ` +
+          `(+${su.rssGrowthDefaultFlagsMb} MiB with default V8 flags: young generation grown by the burst);\n` +
+          `  after expiry: size ${su.sizeAfterExpiry}, heap +${su.heapRetainedAfterExpiryMb} MiB, resident ${
+            signed(su.rssRetainedAfterExpiryMb)
+          } MiB ` +
+          `(${signed(su.rssRetainedAfterExpiryDefaultFlagsMb)} MiB with default flags) over the baseline`
         : `single-use memory: ${su.error}`,
     );
   }

@@ -70,7 +70,10 @@ async function main(): Promise<void> {
   const complete = sizeAfter - sizeBefore === COUNT;
   const result = {
     ok: accepted === COUNT && replayRejected && complete,
-    ...(complete ? {} : { error: `entries expired before the measurement (${sizeAfter} of ${COUNT} left): machine too busy, raise the expiry` }),
+    ...(complete ? {} : {
+      error:
+        `entries expired before the measurement (${sizeAfter} of ${COUNT} left): machine too busy, raise the expiry`,
+    }),
     codes: COUNT,
     expirySeconds: EXPIRY_SECONDS,
     accepted,

@@ -21,7 +21,7 @@ import { createServer, request, type Server } from "node:http";
 import { randomBytes } from "node:crypto";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { startServer, type RunningServer } from "../server.ts";
+import { type RunningServer, startServer } from "../server.ts";
 import { createRedisStore } from "./redis-store.ts";
 
 export interface ClusterOptions {
@@ -63,13 +63,18 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     await new Promise<void>((resolve, reject) => {
       balancer.once("error", reject).listen(options.port ?? 0, host, () => resolve());
     });
-    closers.push(() => new Promise<void>((resolve) => {
-      balancer.close(() => resolve());
-      balancer.closeAllConnections();
-    }));
+    closers.push(() =>
+      new Promise<void>((resolve) => {
+        balancer.close(() => resolve());
+        balancer.closeAllConnections();
+      })
+    );
     const address = balancer.address();
     const port = typeof address === "object" && address ? address.port : options.port;
-    const publicUrl = (options.publicUrl ?? `http://${host.includes(":") ? `[${host}]` : host}:${port}`).replace(/\/$/, "");
+    const publicUrl = (options.publicUrl ?? `http://${host.includes(":") ? `[${host}]` : host}:${port}`).replace(
+      /\/$/,
+      "",
+    );
 
     for (let i = 0; i < (options.instances ?? 2); i++) {
       const name = String.fromCharCode(65 + i); // A, B, …
@@ -124,16 +129,21 @@ async function main() {
     console.log(`JWT_SECRET is not set; generated one. To add instances that share it:\n  JWT_SECRET=${jwtSecret}`);
   }
   const port = process.env.PORT ? Number(process.env.PORT) : 3097;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be a port number, got "${process.env.PORT}"`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`PORT must be a port number, got "${process.env.PORT}"`);
+  }
   const cluster = await startCluster({ redisUrl, jwtSecret, port, publicUrl: process.env.PUBLIC_URL || undefined });
-  console.log(`Balancer: ${cluster.publicUrl}/mcp  (round robin over ${cluster.instances.map((i) => i.url).join(", ")})`);
+  console.log(
+    `Balancer: ${cluster.publicUrl}/mcp  (round robin over ${cluster.instances.map((i) => i.url).join(", ")})`,
+  );
   console.log(`Shared store: ${redisUrl.replace(/\/\/[^@/]*@/, "//***@")}`);
   const stop = () => void cluster.close().then(() => process.exit(0));
   process.once("SIGINT", stop).once("SIGTERM", stop);
 }
 
 // Run only when started directly, not when a test imports startCluster.
-const isEntryPoint = (import.meta as ImportMeta & { main?: boolean }).main ?? process.argv[1] === fileURLToPath(import.meta.url);
+const isEntryPoint = (import.meta as ImportMeta & { main?: boolean }).main ??
+  process.argv[1] === fileURLToPath(import.meta.url);
 if (isEntryPoint) {
   main().catch((error: unknown) => {
     console.error(`Could not start: ${error instanceof Error ? error.message : String(error)}`);

@@ -21,7 +21,11 @@ import type { SingleUseStore } from "../server.ts";
 
 /** The two commands the store needs; a node-redis client (or cluster client) has both. */
 export interface RedisCommands {
-  set(key: string, value: string, options: { condition?: "NX"; expiration: { type: "EXAT"; value: number } }): Promise<unknown>;
+  set(
+    key: string,
+    value: string,
+    options: { condition?: "NX"; expiration: { type: "EXAT"; value: number } },
+  ): Promise<unknown>;
   exists(key: string): Promise<number>;
 }
 

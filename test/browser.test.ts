@@ -15,16 +15,15 @@ import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium, type Browser, type BrowserContext, type Locator, type Page } from "playwright-core";
+import { type Browser, type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
 import { startServer } from "../server.ts";
 
 const CHROMIUM_PATH = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const IN_CI = !!process.env.CI && !/^(0|false)$/i.test(process.env.CI);
 const HAVE_CHROMIUM = existsSync(CHROMIUM_PATH);
-const SKIP_REASON =
-  !HAVE_CHROMIUM && !IN_CI
-    ? `Chromium not found at ${CHROMIUM_PATH}: browser test skipped (install the "chromium" package; under CI this is a failure)`
-    : false;
+const SKIP_REASON = !HAVE_CHROMIUM && !IN_CI
+  ? `Chromium not found at ${CHROMIUM_PATH}: browser test skipped (install the "chromium" package; under CI this is a failure)`
+  : false;
 
 const LAUNCH_ARGS = [
   "--no-sandbox",
@@ -300,9 +299,13 @@ async function startHost(mcpUrl: string): Promise<Host> {
     if (req.method !== "GET") {
       res.writeHead(405).end();
     } else if (path === "/") {
-      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" }).end(hostPage(mcpUrl));
+      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" }).end(
+        hostPage(mcpUrl),
+      );
     } else if (path === "/callback") {
-      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" }).end(CALLBACK_PAGE);
+      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" }).end(
+        CALLBACK_PAGE,
+      );
     } else if (path === "/client.json") {
       // The Client ID Metadata Document this host identifies itself with.
       res.writeHead(200, { "Content-Type": "application/json" }).end(
@@ -403,7 +406,12 @@ async function callSecretDirectly(mcpUrl: string, token: string, protocolVersion
   const res = await fetch(mcpUrl, {
     method: "POST",
     headers,
-    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "get_secret", arguments: {} } }),
+    body: JSON.stringify({
+      jsonrpc: "2.0",
+      id: 1,
+      method: "tools/call",
+      params: { name: "get_secret", arguments: {} },
+    }),
   });
   assert.equal(res.status, 200, `direct get_secret call: HTTP ${res.status}`);
   const type = res.headers.get("content-type") ?? "";
@@ -435,7 +443,10 @@ function checkPng(buf: Buffer): { width: number; height: number } {
 
 if (SKIP_REASON && "Deno" in globalThis) console.warn(SKIP_REASON); // Deno's runner does not print skip reasons
 
-test("browser host on another origin completes lazy OAuth and shows the secret", { skip: SKIP_REASON, timeout: 180_000 }, async (t) => {
+test("browser host on another origin completes lazy OAuth and shows the secret", {
+  skip: SKIP_REASON,
+  timeout: 180_000,
+}, async (t) => {
   assert.ok(HAVE_CHROMIUM, `CI is set but Chromium is missing at ${CHROMIUM_PATH}`);
 
   const tmp = await mkdtemp(join(tmpdir(), "mcp-browser-test-"));
@@ -512,9 +523,16 @@ test("browser host on another origin completes lazy OAuth and shows the secret",
       const after = await hostState(page);
       assert.ok(shown && shown.trim().length > 0, "no secret shown on the host page");
       assert.equal(after.callback?.iss, srv.url, "callback iss must be the AS issuer");
-      assert.equal(after.callback?.channel, "postMessage", "the popup lost window.opener on its way through the consent page");
+      assert.equal(
+        after.callback?.channel,
+        "postMessage",
+        "the popup lost window.opener on its way through the consent page",
+      );
       assert.ok(after.accessToken, "host page holds no access token");
-      assert.ok(await page.getByText(shown!.trim(), { exact: false }).isVisible(), "secret text is not visible on the page");
+      assert.ok(
+        await page.getByText(shown!.trim(), { exact: false }).isVisible(),
+        "secret text is not visible on the page",
+      );
 
       // The text on the page is exactly what get_secret returns for that token.
       const direct = await callSecretDirectly(mcpUrl, after.accessToken!, after.protocolVersion);
@@ -524,7 +542,9 @@ test("browser host on another origin completes lazy OAuth and shows the secret",
       const seen = await Promise.all(toServer);
       const fetches = seen.filter((r) => !r.navigation);
       assert.ok(fetches.length >= 5, `expected the host's fetches to the server, saw ${JSON.stringify(seen)}`);
-      for (const r of fetches) assert.equal(r.origin, host.origin, `request without the host Origin: ${r.method} ${r.url}`);
+      for (const r of fetches) {
+        assert.equal(r.origin, host.origin, `request without the host Origin: ${r.method} ${r.url}`);
+      }
       const tokenReqs = fetches.filter((r) => r.url === after.as!.token_endpoint);
       assert.equal(tokenReqs.length, 1);
       assert.equal(tokenReqs[0].method, "POST");
@@ -562,7 +582,9 @@ test("browser host on another origin completes lazy OAuth and shows the secret",
         .then(() => true, () => false);
       assert.ok(
         activated,
-        `pressing Space on the focused Approve control (${desc}) did not approve: the popup stayed on ${new URL(startUrl).pathname}`,
+        `pressing Space on the focused Approve control (${desc}) did not approve: the popup stayed on ${
+          new URL(startUrl).pathname
+        }`,
       );
       await waitForStatus(page, "done");
       const st = await hostState(page);

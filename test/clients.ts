@@ -12,7 +12,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
-import { startServer, type RunningServer } from "../server.ts";
+import { type RunningServer, startServer } from "../server.ts";
 
 /** Where the clients say they listen for the callback. Nothing listens: the "user" reads the 302 instead. */
 export const REDIRECT_URL = "http://127.0.0.1:8976/callback";
@@ -133,7 +133,11 @@ export class FetchLog {
  * Everything in memory. Typed by each SDK generation's own token, client-information and
  * discovery-state types, so the same class satisfies both `OAuthClientProvider` interfaces.
  */
-export class TestOAuthProvider<Tokens extends { access_token: string }, ClientInfo extends { client_id: string }, Discovery> {
+export class TestOAuthProvider<
+  Tokens extends { access_token: string },
+  ClientInfo extends { client_id: string },
+  Discovery,
+> {
   /** Every authorization URL the client sent the user to. */
   readonly authorizationUrls: URL[] = [];
   readonly clientMetadataUrl?: string;
@@ -210,7 +214,9 @@ export class TestOAuthProvider<Tokens extends { access_token: string }, ClientIn
  */
 export async function waitForExpiry(accessToken: string | undefined) {
   assert.ok(accessToken, "the client holds an access token");
-  const { exp } = JSON.parse(Buffer.from(accessToken.split(".")[1] ?? "", "base64url").toString("utf8")) as { exp?: unknown };
+  const { exp } = JSON.parse(Buffer.from(accessToken.split(".")[1] ?? "", "base64url").toString("utf8")) as {
+    exp?: unknown;
+  };
   assert.equal(typeof exp, "number", "the access token has an exp claim");
   const wait = (exp as number) * 1000 - Date.now() + 50;
   assert.ok(wait < 2500, `the access token lives about accessTokenTtlSeconds (here ${wait} ms more)`);
@@ -246,13 +252,21 @@ export interface ClientUnderTest {
   };
 }
 
-export interface ClientContext<Tokens extends { access_token: string }, ClientInfo extends { client_id: string }, Discovery> {
+export interface ClientContext<
+  Tokens extends { access_token: string },
+  ClientInfo extends { client_id: string },
+  Discovery,
+> {
   mcpUrl: URL;
   provider: TestOAuthProvider<Tokens, ClientInfo, Discovery>;
   fetchLog: FetchLog;
 }
 
-export interface FlowOptions<Tokens extends { access_token: string }, ClientInfo extends { client_id: string }, Discovery> {
+export interface FlowOptions<
+  Tokens extends { access_token: string },
+  ClientInfo extends { client_id: string },
+  Discovery,
+> {
   /** Use a Client ID Metadata Document URL as client_id; otherwise register dynamically. */
   cimd: boolean;
   /** Builds the client for this server. */
@@ -264,7 +278,11 @@ export interface FlowOptions<Tokens extends { access_token: string }, ClientInfo
 const SECRET_TEXT = /The secret is: .+/;
 
 /** Declares the lazy-auth flow as ordered tests in a suite; each step builds on the previous one. */
-export function describeLazyAuthFlow<Tokens extends { access_token: string }, ClientInfo extends { client_id: string }, Discovery>(
+export function describeLazyAuthFlow<
+  Tokens extends { access_token: string },
+  ClientInfo extends { client_id: string },
+  Discovery,
+>(
   name: string,
   options: FlowOptions<Tokens, ClientInfo, Discovery>,
 ) {
@@ -287,14 +305,22 @@ export function describeLazyAuthFlow<Tokens extends { access_token: string }, Cl
 
     /** Gets a protected tool refused, checks the client sent the user to authorize, approves, finishes. */
     async function authorizeThroughUnauthorized(tool: string, expectedRedirects: number) {
-      await assert.rejects(client.call(tool), (error) => client.isUnauthorized(error), `${tool} without a valid token is refused`);
+      await assert.rejects(
+        client.call(tool),
+        (error) => client.isUnauthorized(error),
+        `${tool} without a valid token is refused`,
+      );
       assert.equal(provider.authorizationUrls.length, expectedRedirects, "the client sent the user to authorize");
       const authorizationUrl = provider.authorizationUrls.at(-1)!;
       assert.equal(authorizationUrl.origin + authorizationUrl.pathname, `${srv.url}/authorize`);
       assert.equal(authorizationUrl.searchParams.get("response_type"), "code");
       assert.equal(authorizationUrl.searchParams.get("code_challenge_method"), "S256");
       assert.match(authorizationUrl.searchParams.get("code_challenge") ?? "", /^[A-Za-z0-9_-]{43}$/);
-      assert.equal(authorizationUrl.searchParams.get("resource"), `${srv.url}/mcp`, "RFC 8707 resource is the MCP endpoint");
+      assert.equal(
+        authorizationUrl.searchParams.get("resource"),
+        `${srv.url}/mcp`,
+        "RFC 8707 resource is the MCP endpoint",
+      );
       assert.equal(authorizationUrl.searchParams.get("redirect_uri"), REDIRECT_URL);
 
       const callback = await approveAsUser(authorizationUrl);
@@ -306,8 +332,16 @@ export function describeLazyAuthFlow<Tokens extends { access_token: string }, Cl
       if (client.validatesIss) {
         // Neither attempt may reach the token endpoint: the code stays unspent for the real finish below.
         const { withTamperedIss, withoutIss, isIssuerMismatch } = client.validatesIss;
-        await assert.rejects(withTamperedIss(callback), isIssuerMismatch, "a callback with another issuer's iss is rejected");
-        await assert.rejects(withoutIss(callback), isIssuerMismatch, "a callback without iss is rejected (the server advertises iss)");
+        await assert.rejects(
+          withTamperedIss(callback),
+          isIssuerMismatch,
+          "a callback with another issuer's iss is rejected",
+        );
+        await assert.rejects(
+          withoutIss(callback),
+          isIssuerMismatch,
+          "a callback without iss is rejected (the server advertises iss)",
+        );
         assert.equal(fetchLog.grants("authorization_code").length, codeGrantsBefore, "no code exchange was attempted");
       }
       await client.finishAuth(callback);
@@ -315,7 +349,11 @@ export function describeLazyAuthFlow<Tokens extends { access_token: string }, Cl
       assert.equal(grants.length, codeGrantsBefore + 1, "exactly one code exchange");
       const grant = grants.at(-1)!;
       assert.equal(grant.status, 200);
-      assert.equal(grant.params.get("client_id"), authorizationUrl.searchParams.get("client_id"), "the token request uses the authorizing client_id");
+      assert.equal(
+        grant.params.get("client_id"),
+        authorizationUrl.searchParams.get("client_id"),
+        "the token request uses the authorizing client_id",
+      );
       assert.match(grant.params.get("code_verifier") ?? "", /^[A-Za-z0-9._~-]{43,128}$/, "PKCE verifier sent");
     }
 
@@ -323,7 +361,9 @@ export function describeLazyAuthFlow<Tokens extends { access_token: string }, Cl
       await client.connect();
       await options.afterConnect?.(client, fetchLog);
       const tools = await client.toolNames();
-      for (const tool of ["whoami", "get_secret", "revoke_auth_token"]) assert.ok(tools.includes(tool), `lists ${tool}`);
+      for (const tool of ["whoami", "get_secret", "revoke_auth_token"]) {
+        assert.ok(tools.includes(tool), `lists ${tool}`);
+      }
       assert.equal(provider.authorizationUrls.length, 0, "no authorization was needed");
       assert.ok(fetchLog.exchanges.every((e) => !e.headers.has("authorization")), "no token was sent");
     });
@@ -336,8 +376,14 @@ export function describeLazyAuthFlow<Tokens extends { access_token: string }, Cl
     it("get_secret meets 401; the client discovers, authorizes (approved by the user) and the retry returns the secret", async () => {
       await authorizeThroughUnauthorized("get_secret", 1);
       const paths = fetchLog.paths();
-      assert.ok(paths.some((p) => p.startsWith("GET /.well-known/oauth-protected-resource")), "fetched the protected-resource metadata");
-      assert.ok(paths.includes("GET /.well-known/oauth-authorization-server"), "fetched the authorization-server metadata");
+      assert.ok(
+        paths.some((p) => p.startsWith("GET /.well-known/oauth-protected-resource")),
+        "fetched the protected-resource metadata",
+      );
+      assert.ok(
+        paths.includes("GET /.well-known/oauth-authorization-server"),
+        "fetched the authorization-server metadata",
+      );
 
       const clientId = provider.authorizationUrls[0]!.searchParams.get("client_id");
       if (options.cimd) {

@@ -21,7 +21,7 @@ import { connect } from "node:net";
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import process from "node:process";
 import fc from "fast-check";
-import { startServer, type RunningServer } from "../server.ts";
+import { type RunningServer, startServer } from "../server.ts";
 
 // ─── Process-level watch: nothing may escape the server's own error handling ──────────────────────
 
@@ -80,7 +80,9 @@ function probe(p: Probe): Probe {
   const summary = () => {
     const body = p.body === undefined ? "" : typeof p.body === "string" ? p.body : `<${p.body.length} bytes>`;
     const shown = body.length > 300 ? `${body.slice(0, 300)}…(${body.length} chars)` : body;
-    return `${p.client} ${p.method} ${p.path.slice(0, 300)} ${JSON.stringify(p.headers).slice(0, 600)} ${JSON.stringify(shown)} [${p.note}]`;
+    return `${p.client} ${p.method} ${p.path.slice(0, 300)} ${JSON.stringify(p.headers).slice(0, 600)} ${
+      JSON.stringify(shown)
+    } [${p.note}]`;
   };
   return Object.assign(p, { [fc.toStringMethod]: summary, toString: summary });
 }
@@ -102,7 +104,9 @@ function viaHttp(p: Probe, options: { agent?: Agent | false } = {}): Promise<Rep
   const url = new URL(base);
   const headers = { ...p.headers };
   // node:http frames a GET/OPTIONS/DELETE body with neither Content-Length nor chunking: say the length.
-  if (p.body !== undefined && !Object.keys(headers).some((name) => /^(content-length|transfer-encoding)$/i.test(name))) {
+  if (
+    p.body !== undefined && !Object.keys(headers).some((name) => /^(content-length|transfer-encoding)$/i.test(name))
+  ) {
     headers["content-length"] = String(typeof p.body === "string" ? Buffer.byteLength(p.body) : p.body.length);
   }
   return new Promise((resolve, reject) => {
@@ -140,7 +144,11 @@ function send(p: Probe): Promise<Reply> {
 }
 
 /** Sends a batch at once and checks every answer; the error names the request that broke a property. */
-async function runBatch(probes: Probe[], check: (p: Probe, r: Reply) => void, after?: (pairs: [Probe, Reply][]) => void) {
+async function runBatch(
+  probes: Probe[],
+  check: (p: Probe, r: Reply) => void,
+  after?: (pairs: [Probe, Reply][]) => void,
+) {
   const outcomes = await Promise.all(probes.map((p) => send(p).then((r) => ({ r }), (error: unknown) => ({ error }))));
   const pairs: [Probe, Reply][] = [];
   probes.forEach((p, i) => {
@@ -151,7 +159,11 @@ async function runBatch(probes: Probe[], check: (p: Probe, r: Reply) => void, af
       check(p, outcome.r);
     } catch (error) {
       const r = outcome.r;
-      throw new Error(`${(error as Error).message}\n  request: ${String(p)}\n  answer:  ${r.status} ${JSON.stringify(r.headers)} ${r.body.slice(0, 500)}`);
+      throw new Error(
+        `${(error as Error).message}\n  request: ${String(p)}\n  answer:  ${r.status} ${JSON.stringify(r.headers)} ${
+          r.body.slice(0, 500)
+        }`,
+      );
     }
     pairs.push([p, outcome.r]);
   });
@@ -162,7 +174,11 @@ async function runBatch(probes: Probe[], check: (p: Probe, r: Reply) => void, af
 const viaHttpArb = fc.nat({ max: 3 }).map((n) => n > 0);
 const batchOf = (arb: fc.Arbitrary<Probe>, size = BATCH) => fc.array(arb, { minLength: size, maxLength: size });
 // Every failure message already names the offending request, so shrinking (many more batches) is opt-in.
-const runs = (numRuns: number) => ({ numRuns: Math.ceil(numRuns * SCALE), seed: SEED, endOnFailure: !process.env.FUZZ_SHRINK });
+const runs = (numRuns: number) => ({
+  numRuns: Math.ceil(numRuns * SCALE),
+  seed: SEED,
+  endOnFailure: !process.env.FUZZ_SHRINK,
+});
 
 // ─── The oracle every answer must satisfy ────────────────────────────────────────────────────────
 
@@ -179,7 +195,12 @@ const ROUTES: Record<string, string> = {
 
 /** The path the server routes on: fetch normalizes the URL first; node:http sends it verbatim. */
 function routedPath(p: Probe): string {
-  const target = p.client === "fetch" ? (() => { const u = new URL(`${base}${p.path}`); return u.pathname + u.search; })() : p.path;
+  const target = p.client === "fetch"
+    ? (() => {
+      const u = new URL(`${base}${p.path}`);
+      return u.pathname + u.search;
+    })()
+    : p.path;
   const split = target.indexOf("?");
   return split === -1 ? target : target.slice(0, split);
 }
@@ -189,7 +210,11 @@ function assertNoStackTrace(body: string) {
   assert.doesNotMatch(body, /\(?\/[^\s()"]+\.[cm]?[jt]s:\d+(:\d+)?\)?/, "a source location leaked");
   assert.doesNotMatch(body, /\n\s+at \S/, "stack lines leaked");
   assert.doesNotMatch(body, /\b[A-Z][A-Za-z]*Error: /, "an exception message leaked");
-  assert.doesNotMatch(body, /Maximum call stack|Cannot read propert|is not a function|undefined is not/, "an exception message leaked");
+  assert.doesNotMatch(
+    body,
+    /Maximum call stack|Cannot read propert|is not a function|undefined is not/,
+    "an exception message leaked",
+  );
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -310,7 +335,10 @@ function checkMcpShape(p: Probe, r: Reply) {
   assert.ok(isObject(message), "a JSON-RPC answer is an object");
   assert.equal(message.jsonrpc, "2.0");
   assert.ok("id" in message, "the answer carries an id");
-  assert.ok(message.id === null || typeof message.id === "string" || typeof message.id === "number", "id is a string, number or null");
+  assert.ok(
+    message.id === null || typeof message.id === "string" || typeof message.id === "number",
+    "id is a string, number or null",
+  );
   assert.ok(("result" in message) !== ("error" in message), "exactly one of result and error");
   if ("result" in message) {
     assert.equal(r.status, 200, "a result comes with 200");
@@ -330,12 +358,19 @@ function checkMcpShape(p: Probe, r: Reply) {
     assert.match(challenge, /^Bearer /, "401 carries a Bearer challenge");
     assert.match(challenge, /resource_metadata="http:\/\/[^"]+\/\.well-known\/oauth-protected-resource\/mcp"/);
     const tokenSent = Object.keys(p.headers).some((name) => name.toLowerCase() === "authorization");
-    assert.equal(/error="invalid_token"/.test(challenge), tokenSent, "error=\"invalid_token\" exactly when a token was sent");
+    assert.equal(
+      /error="invalid_token"/.test(challenge),
+      tokenSent,
+      'error="invalid_token" exactly when a token was sent',
+    );
   }
   // The lazy-auth promise: a protected tool only ever answers with a credential that may be good.
   const params = isObject(p.json?.params) ? p.json.params : {};
-  const protectedCall = p.json?.method === "tools/call" && (params.name === "get_secret" || params.name === "revoke_auth_token");
-  if (protectedCall && "result" in message) assert.ok(mayPass(p.verdict), "a protected tool answered without a valid token");
+  const protectedCall = p.json?.method === "tools/call" &&
+    (params.name === "get_secret" || params.name === "revoke_auth_token");
+  if (protectedCall && "result" in message) {
+    assert.ok(mayPass(p.verdict), "a protected tool answered without a valid token");
+  }
   if (!mayPass(p.verdict)) assert.ok(!r.body.includes(secretMarker), "the secret leaked without a valid token");
 }
 
@@ -347,19 +382,53 @@ const cimdClientId = "http://127.0.0.1:9/client.json";
 const s256 = (verifier: string) => createHash("sha256").update(verifier).digest("base64url");
 const newVerifier = () => randomBytes(32).toString("base64url");
 
-interface Session { access: string; refresh: string; code: string; clientId: string; sid: string }
+interface Session {
+  access: string;
+  refresh: string;
+  code: string;
+  clientId: string;
+  sid: string;
+}
 
-async function post(path: string, body: string, contentType: string, headers: Record<string, string> = {}): Promise<Reply> {
-  return viaHttp({ client: "http", method: "POST", path, headers: { "content-type": contentType, ...headers }, body, note: "setup", verdict: "none" });
+async function post(
+  path: string,
+  body: string,
+  contentType: string,
+  headers: Record<string, string> = {},
+): Promise<Reply> {
+  return viaHttp({
+    client: "http",
+    method: "POST",
+    path,
+    headers: { "content-type": contentType, ...headers },
+    body,
+    note: "setup",
+    verdict: "none",
+  });
 }
 
 async function mintCode(clientId: string, verifier: string, extra: Record<string, string> = {}): Promise<string> {
   const query = new URLSearchParams({
-    response_type: "code", client_id: clientId, redirect_uri: REDIRECT_URI, code_challenge: s256(verifier),
-    code_challenge_method: "S256", state: "s", scope: "mcp", resource: `${base}/mcp`, approved: "1", ...extra,
+    response_type: "code",
+    client_id: clientId,
+    redirect_uri: REDIRECT_URI,
+    code_challenge: s256(verifier),
+    code_challenge_method: "S256",
+    state: "s",
+    scope: "mcp",
+    resource: `${base}/mcp`,
+    approved: "1",
+    ...extra,
   });
   sent++;
-  const r = await viaHttp({ client: "http", method: "GET", path: `/authorize?${query}`, headers: {}, note: "mint code", verdict: "none" });
+  const r = await viaHttp({
+    client: "http",
+    method: "GET",
+    path: `/authorize?${query}`,
+    headers: {},
+    note: "mint code",
+    verdict: "none",
+  });
   assert.equal(r.status, 302, `minting a code: ${r.status} ${r.body}`);
   const code = new URL(r.headers.location ?? "").searchParams.get("code");
   assert.ok(code);
@@ -370,7 +439,12 @@ async function signIn(clientId = dcrClientId): Promise<Session> {
   const verifier = newVerifier();
   const code = await mintCode(clientId, verifier);
   sent++;
-  const r = await post("/token", new URLSearchParams({ grant_type: "authorization_code", code, code_verifier: verifier, client_id: clientId }).toString(), "application/x-www-form-urlencoded");
+  const r = await post(
+    "/token",
+    new URLSearchParams({ grant_type: "authorization_code", code, code_verifier: verifier, client_id: clientId })
+      .toString(),
+    "application/x-www-form-urlencoded",
+  );
   assert.equal(r.status, 200, `exchanging a code: ${r.body}`);
   const grant = JSON.parse(r.body) as { access_token: string; refresh_token: string };
   const sid = JSON.parse(Buffer.from(grant.access_token.split(".")[1], "base64url").toString()).sid as string;
@@ -379,21 +453,43 @@ async function signIn(clientId = dcrClientId): Promise<Session> {
 
 async function callTool(name: string, token?: string): Promise<Reply> {
   sent++;
-  return post("/mcp", JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name, arguments: {} } }), "application/json",
-    token ? { authorization: `Bearer ${token}` } : {});
+  return post(
+    "/mcp",
+    JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name, arguments: {} } }),
+    "application/json",
+    token ? { authorization: `Bearer ${token}` } : {},
+  );
 }
 
-interface Credential { token: string; verdict: Verdict; note: string }
+interface Credential {
+  token: string;
+  verdict: Verdict;
+  note: string;
+}
 let credentials: Credential[] = [];
 let revokedSession: Session;
 
-const b64 = (value: unknown) => Buffer.from(typeof value === "string" ? value : JSON.stringify(value)).toString("base64url");
+const b64 = (value: unknown) =>
+  Buffer.from(typeof value === "string" ? value : JSON.stringify(value)).toString("base64url");
 
 /** Access-token look-alikes signed with the real key, each broken in exactly one way (or not at all). */
 async function forgeCredentials(live: Session, revoked: Session): Promise<Credential[]> {
   const now = Math.floor(Date.now() / 1000);
-  const claims = { iss: base, sub: "demo-user", aud: `${base}/mcp`, client_id: dcrClientId, scope: "mcp", sid: live.sid, jti: "forged" };
-  const forge = async (note: string, verdict: Verdict, change: { header?: Record<string, unknown>; claims?: Record<string, unknown>; key?: Uint8Array; drop?: string[] } = {}) => {
+  const claims = {
+    iss: base,
+    sub: "demo-user",
+    aud: `${base}/mcp`,
+    client_id: dcrClientId,
+    scope: "mcp",
+    sid: live.sid,
+    jti: "forged",
+  };
+  const forge = async (
+    note: string,
+    verdict: Verdict,
+    change: { header?: Record<string, unknown>; claims?: Record<string, unknown>; key?: Uint8Array; drop?: string[] } =
+      {},
+  ) => {
     const body: Record<string, unknown> = { ...claims, iat: now, exp: now + 60, ...change.claims };
     for (const name of change.drop ?? []) delete body[name];
     const header: Record<string, unknown> = { alg: "HS256", typ: "at+jwt", ...change.header };
@@ -402,12 +498,15 @@ async function forgeCredentials(live: Session, revoked: Session): Promise<Creden
     const token = `${input}.${createHmac(hash, change.key ?? KEY).update(input).digest("base64url")}`;
     return { token, verdict, note };
   };
-  const unsigned = (header: Record<string, unknown>, sig = "") => `${b64(header)}.${b64({ ...claims, iat: now, exp: now + 60 })}.${sig}`;
+  const unsigned = (header: Record<string, unknown>, sig = "") =>
+    `${b64(header)}.${b64({ ...claims, iat: now, exp: now + 60 })}.${sig}`;
   return [
     await forge("forged, all correct", "accept"),
     await forge("typ application/at+jwt (RFC 9068 §4 allows it)", "accept", { header: { typ: "application/at+jwt" } }),
     await forge("unknown kid ignored", "accept", { header: { kid: "whatever" } }),
-    await forge("audience list holding this resource", "accept", { claims: { aud: [`${base}/mcp`, "https://other.example/mcp"] } }),
+    await forge("audience list holding this resource", "accept", {
+      claims: { aud: [`${base}/mcp`, "https://other.example/mcp"] },
+    }),
     await forge("typ JWT", "reject", { header: { typ: "JWT" } }),
     await forge("typ refresh+jwt", "reject", { header: { typ: "refresh+jwt" } }),
     await forge("typ code+jwt", "reject", { header: { typ: "code+jwt" } }),
@@ -431,7 +530,11 @@ async function forgeCredentials(live: Session, revoked: Session): Promise<Creden
     { token: unsigned({ alg: "none", typ: "at+jwt" }).slice(0, -1), verdict: "reject", note: "alg none, two segments" },
     { token: unsigned({ alg: "None", typ: "at+jwt" }, "x"), verdict: "reject", note: "alg None" },
     { token: unsigned({ alg: "HS256", typ: "at+jwt" }, "AAAA"), verdict: "reject", note: "garbage signature" },
-    { token: `${b64({ alg: "HS256", typ: "at+jwt" })}.${b64("not json")}.${"A".repeat(43)}`, verdict: "reject", note: "payload not JSON" },
+    {
+      token: `${b64({ alg: "HS256", typ: "at+jwt" })}.${b64("not json")}.${"A".repeat(43)}`,
+      verdict: "reject",
+      note: "payload not JSON",
+    },
     { token: live.access, verdict: "accept", note: "real access token" },
     { token: `${live.access}=`, verdict: "maybe", note: "real access token, padded" },
     { token: revoked.access, verdict: "reject", note: "access token of a revoked session" },
@@ -445,7 +548,9 @@ async function forgeCredentials(live: Session, revoked: Session): Promise<Creden
 /** Changes one character somewhere other than the signature's last (whose low bits base64url ignores). */
 function mutateToken(token: string, at: number, replacement: number): string {
   const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  const positions = [...token].map((_, i) => i).filter((i) => token[i] !== "." && i !== token.length - 1 && token[i + 1] !== ".");
+  const positions = [...token].map((_, i) => i).filter((i) =>
+    token[i] !== "." && i !== token.length - 1 && token[i + 1] !== "."
+  );
   const i = positions[at % positions.length];
   let c = alphabet[replacement % alphabet.length];
   if (c === token[i]) c = alphabet[(replacement + 1) % alphabet.length];
@@ -460,15 +565,57 @@ const base64url = (maxLength = 200) => fc.stringMatching(new RegExp(`^[A-Za-z0-9
 
 const STANDARD_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"];
 /** Methods Node's parser knows but nothing here serves. */
-const ODD_METHODS = ["TRACE", "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "PURGE", "REPORT", "MERGE", "NOTIFY", "SUBSCRIBE", "LINK", "QUERY", "M-SEARCH", "ACL", "BIND"];
+const ODD_METHODS = [
+  "TRACE",
+  "PROPFIND",
+  "PROPPATCH",
+  "MKCOL",
+  "COPY",
+  "MOVE",
+  "LOCK",
+  "UNLOCK",
+  "SEARCH",
+  "PURGE",
+  "REPORT",
+  "MERGE",
+  "NOTIFY",
+  "SUBSCRIBE",
+  "LINK",
+  "QUERY",
+  "M-SEARCH",
+  "ACL",
+  "BIND",
+];
 /** Methods some HTTP stacks refuse at the parser (unknown tokens, other case) or treat specially. */
 const PROTOCOL_METHODS = ["get", "Post", "pAtCh", "FOO", "BREW", "X-CUSTOM", "CONNECT"];
 
 const KNOWN_PATHS = Object.keys(ROUTES);
 const ODD_PATHS = [
-  "/mcp/", "//mcp", "/MCP", "/mcp/../mcp", "/%6Dcp", "/mcp%00", "/mcp;x", "/.well-known/", "/.well-known/oauth-authorization-server/mcp",
-  "/.well-known/openid-configuration", "/.well-known/oauth-protected-resource/", "/token/", "/authorize/", "/register/x", "/__proto__",
-  "/constructor", "/toString", "/hasOwnProperty", "/%ZZ", "/%", "/?", "/index.html", `/${"a".repeat(3000)}`, "/mcp?x=1", "/mcp#frag",
+  "/mcp/",
+  "//mcp",
+  "/MCP",
+  "/mcp/../mcp",
+  "/%6Dcp",
+  "/mcp%00",
+  "/mcp;x",
+  "/.well-known/",
+  "/.well-known/oauth-authorization-server/mcp",
+  "/.well-known/openid-configuration",
+  "/.well-known/oauth-protected-resource/",
+  "/token/",
+  "/authorize/",
+  "/register/x",
+  "/__proto__",
+  "/constructor",
+  "/toString",
+  "/hasOwnProperty",
+  "/%ZZ",
+  "/%",
+  "/?",
+  "/index.html",
+  `/${"a".repeat(3000)}`,
+  "/mcp?x=1",
+  "/mcp#frag",
 ];
 const pathArb = fc.oneof(
   { arbitrary: fc.constantFrom(...KNOWN_PATHS), weight: 4 },
@@ -476,28 +623,105 @@ const pathArb = fc.oneof(
   { arbitrary: fc.webPath().map((path) => (path.startsWith("/") ? path : `/${path}`)), weight: 1 },
 );
 
-const QUERY_KEYS = ["response_type", "client_id", "redirect_uri", "code_challenge", "code_challenge_method", "state", "scope", "resource", "approved", "code", "grant_type", "__proto__", "constructor"];
+const QUERY_KEYS = [
+  "response_type",
+  "client_id",
+  "redirect_uri",
+  "code_challenge",
+  "code_challenge_method",
+  "state",
+  "scope",
+  "resource",
+  "approved",
+  "code",
+  "grant_type",
+  "__proto__",
+  "constructor",
+];
 const queryArb = fc.oneof(
   { arbitrary: fc.constant(""), weight: 3 },
   {
-    arbitrary: fc.array(fc.tuple(fc.oneof(fc.constantFrom(...QUERY_KEYS), text(12)), fc.oneof(text(), unicodeText(), fc.constantFrom("code", "S256", "plain", "1", "mcp", ""))), { maxLength: 8 })
+    arbitrary: fc.array(
+      fc.tuple(
+        fc.oneof(fc.constantFrom(...QUERY_KEYS), text(12)),
+        fc.oneof(text(), unicodeText(), fc.constantFrom("code", "S256", "plain", "1", "mcp", "")),
+      ),
+      { maxLength: 8 },
+    )
       .map((pairs) => `?${new URLSearchParams(pairs)}`),
     weight: 3,
   },
-  { arbitrary: fc.constantFrom("?", "?&&&", "?=", "?a", "?%", "?a=%E0%A4%A", "?a=%00", "?a=1&a=2", "?+=+", `?state=${"x".repeat(4000)}`), weight: 1 },
+  {
+    arbitrary: fc.constantFrom(
+      "?",
+      "?&&&",
+      "?=",
+      "?a",
+      "?%",
+      "?a=%E0%A4%A",
+      "?a=%00",
+      "?a=1&a=2",
+      "?+=+",
+      `?state=${"x".repeat(4000)}`,
+    ),
+    weight: 1,
+  },
 );
 
 const CONTENT_TYPES = [
-  "application/json", "application/json; charset=utf-8", "Application/JSON", "application/json;charset=UTF-8", "application/json ; charset=utf-8",
-  "application/jsonp", "application/json-patch+json", "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8",
-  "APPLICATION/X-WWW-FORM-URLENCODED", "application/x-www-form-urlencodedx", "text/plain", "text/plain;charset=UTF-8", "multipart/form-data; boundary=x",
-  "text/html", "*/*", "", "application/", "json", ";", "application/json; charset=", "application/json;;;", "application/json; charset=latin1",
+  "application/json",
+  "application/json; charset=utf-8",
+  "Application/JSON",
+  "application/json;charset=UTF-8",
+  "application/json ; charset=utf-8",
+  "application/jsonp",
+  "application/json-patch+json",
+  "application/x-www-form-urlencoded",
+  "application/x-www-form-urlencoded; charset=utf-8",
+  "APPLICATION/X-WWW-FORM-URLENCODED",
+  "application/x-www-form-urlencodedx",
+  "text/plain",
+  "text/plain;charset=UTF-8",
+  "multipart/form-data; boundary=x",
+  "text/html",
+  "*/*",
+  "",
+  "application/",
+  "json",
+  ";",
+  "application/json; charset=",
+  "application/json;;;",
+  "application/json; charset=latin1",
 ];
-const contentTypeArb = fc.oneof({ arbitrary: fc.constantFrom(...CONTENT_TYPES), weight: 4 }, { arbitrary: text(), weight: 1 });
+const contentTypeArb = fc.oneof({ arbitrary: fc.constantFrom(...CONTENT_TYPES), weight: 4 }, {
+  arbitrary: text(),
+  weight: 1,
+});
 
-const VERSION_VALUES = [MODERN, "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05", "2026-07-29", "", "latest", "2025-06-18, 2025-03-26", "=?base64?MjAyNi0wNy0yOA==?="];
+const VERSION_VALUES = [
+  MODERN,
+  "2025-11-25",
+  "2025-06-18",
+  "2025-03-26",
+  "2024-11-05",
+  "2026-07-29",
+  "",
+  "latest",
+  "2025-06-18, 2025-03-26",
+  "=?base64?MjAyNi0wNy0yOA==?=",
+];
 const METHOD_VALUES = ["tools/call", "tools/list", "server/discover", "initialize", "ping", "TOOLS/CALL", ""];
-const NAME_VALUES = ["whoami", "get_secret", "revoke_auth_token", "=?base64?Z2V0X3NlY3JldA==?=", "=?base64?d2hvYW1p?=", "=?base64?!!!?=", "=?base64??=", "WHOAMI", ""];
+const NAME_VALUES = [
+  "whoami",
+  "get_secret",
+  "revoke_auth_token",
+  "=?base64?Z2V0X3NlY3JldA==?=",
+  "=?base64?d2hvYW1p?=",
+  "=?base64?!!!?=",
+  "=?base64??=",
+  "WHOAMI",
+  "",
+];
 
 /** Authorization header values over one credential: well-formed, odd scheme case, garbage around it. */
 function authorizationArb(): fc.Arbitrary<{ value: string; verdict: Verdict }> {
@@ -506,12 +730,34 @@ function authorizationArb(): fc.Arbitrary<{ value: string; verdict: Verdict }> {
     { arbitrary: credential.map((c) => ({ value: `Bearer ${c.token}`, verdict: c.verdict })), weight: 6 },
     { arbitrary: credential.map((c) => ({ value: `bearer ${c.token}`, verdict: c.verdict })), weight: 1 }, // schemes are case-insensitive
     { arbitrary: credential.map((c) => ({ value: `Bearer   ${c.token}  `, verdict: c.verdict })), weight: 1 },
-    { arbitrary: credential.map((c) => ({ value: `Bearer ${c.token} extra`, verdict: "reject" as Verdict })), weight: 1 },
+    {
+      arbitrary: credential.map((c) => ({ value: `Bearer ${c.token} extra`, verdict: "reject" as Verdict })),
+      weight: 1,
+    },
     { arbitrary: credential.map((c) => ({ value: `Basic ${c.token}`, verdict: "reject" as Verdict })), weight: 1 },
-    { arbitrary: credential.map((c) => ({ value: `Bearer ${c.token},Bearer ${c.token}`, verdict: "reject" as Verdict })), weight: 1 },
+    {
+      arbitrary: credential.map((c) => ({
+        value: `Bearer ${c.token},Bearer ${c.token}`,
+        verdict: "reject" as Verdict,
+      })),
+      weight: 1,
+    },
     { arbitrary: credential.map((c) => ({ value: c.token, verdict: "reject" as Verdict })), weight: 1 },
     {
-      arbitrary: fc.constantFrom("Bearer", "Bearer ", "Bearer a.b.c", "Bearer ...", "Bearer =", "Bearer a b", "Basic dXNlcjpwYXNz", "Digest x", "Token abc", "", "Bearer\t" + "x", "BEARER x.y.z")
+      arbitrary: fc.constantFrom(
+        "Bearer",
+        "Bearer ",
+        "Bearer a.b.c",
+        "Bearer ...",
+        "Bearer =",
+        "Bearer a b",
+        "Basic dXNlcjpwYXNz",
+        "Digest x",
+        "Token abc",
+        "",
+        "Bearer\t" + "x",
+        "BEARER x.y.z",
+      )
         .map((value) => ({ value, verdict: "reject" as Verdict })),
       weight: 2,
     },
@@ -526,32 +772,98 @@ function credentialArb(): fc.Arbitrary<Credential> {
   return fc.oneof(
     { arbitrary: text(120).map(reject("random string")), weight: 2 },
     { arbitrary: base64url().map(reject("random base64url")), weight: 1 },
-    { arbitrary: fc.array(base64url(80), { minLength: 3, maxLength: 3 }).map((parts) => parts.join(".")).map(reject("three random segments")), weight: 2 },
     {
-      arbitrary: fc.tuple(fc.jsonValue({ maxDepth: 2 }), fc.jsonValue({ maxDepth: 2 }), base64url(60)).map(([h, c, s]) => `${b64(h)}.${b64(c)}.${s}`).map(reject("random JWT")),
+      arbitrary: fc.array(base64url(80), { minLength: 3, maxLength: 3 }).map((parts) => parts.join(".")).map(
+        reject("three random segments"),
+      ),
       weight: 2,
     },
-    { arbitrary: fc.constantFrom("a.b.c", "..", ".", "a..b", "eyJhbGciOiJub25lIn0.e30.", "eyJ.eyJ.", "e30.e30.e30").map(reject("JWT-ish")), weight: 1 },
+    {
+      arbitrary: fc.tuple(fc.jsonValue({ maxDepth: 2 }), fc.jsonValue({ maxDepth: 2 }), base64url(60)).map((
+        [h, c, s],
+      ) => `${b64(h)}.${b64(c)}.${s}`).map(reject("random JWT")),
+      weight: 2,
+    },
+    {
+      arbitrary: fc.constantFrom("a.b.c", "..", ".", "a..b", "eyJhbGciOiJub25lIn0.e30.", "eyJ.eyJ.", "e30.e30.e30").map(
+        reject("JWT-ish"),
+      ),
+      weight: 1,
+    },
     { arbitrary: fc.constantFrom(...credentials), weight: 6 },
-    { arbitrary: fc.integer({ min: 1, max: real.token.length - 1 }).map((n) => real.token.slice(0, -n)).map(reject("real access token, truncated")), weight: 1 },
-    { arbitrary: fc.tuple(fc.nat(), fc.nat()).map(([at, c]) => mutateToken(real.token, at, c)).map(reject("real access token, one character changed")), weight: 2 },
-    { arbitrary: fc.tuple(fc.nat(), fc.constantFrom("A", "_", ".")).map(([at, c]) => { const i = at % real.token.length; return real.token.slice(0, i) + c + real.token.slice(i); }).map(reject("real access token, one character inserted")), weight: 1 },
+    {
+      arbitrary: fc.integer({ min: 1, max: real.token.length - 1 }).map((n) => real.token.slice(0, -n)).map(
+        reject("real access token, truncated"),
+      ),
+      weight: 1,
+    },
+    {
+      arbitrary: fc.tuple(fc.nat(), fc.nat()).map(([at, c]) => mutateToken(real.token, at, c)).map(
+        reject("real access token, one character changed"),
+      ),
+      weight: 2,
+    },
+    {
+      arbitrary: fc.tuple(fc.nat(), fc.constantFrom("A", "_", ".")).map(([at, c]) => {
+        const i = at % real.token.length;
+        return real.token.slice(0, i) + c + real.token.slice(i);
+      }).map(reject("real access token, one character inserted")),
+      weight: 1,
+    },
   );
 }
 
-const EXTRA_HEADER_NAMES = ["accept", "origin", "referer", "user-agent", "x-forwarded-for", "x-forwarded-host", "forwarded", "mcp-session-id", "last-event-id", "cookie", "x-http-method-override", "accept-encoding", "if-none-match", "range"];
+const EXTRA_HEADER_NAMES = [
+  "accept",
+  "origin",
+  "referer",
+  "user-agent",
+  "x-forwarded-for",
+  "x-forwarded-host",
+  "forwarded",
+  "mcp-session-id",
+  "last-event-id",
+  "cookie",
+  "x-http-method-override",
+  "accept-encoding",
+  "if-none-match",
+  "range",
+];
 
 /** Random-but-valid headers (header values must be printable ASCII for both clients). */
-function headersArb(options: { host?: boolean } = {}): fc.Arbitrary<{ headers: Record<string, string>; verdict: Verdict }> {
+function headersArb(
+  options: { host?: boolean } = {},
+): fc.Arbitrary<{ headers: Record<string, string>; verdict: Verdict }> {
   return fc.record({
     contentType: fc.option(contentTypeArb, { nil: undefined }),
     authorization: fc.option(authorizationArb(), { nil: undefined, freq: 2 }),
     version: fc.option(fc.oneof(fc.constantFrom(...VERSION_VALUES), text(20)), { nil: undefined, freq: 2 }),
     method: fc.option(fc.oneof(fc.constantFrom(...METHOD_VALUES), text(20)), { nil: undefined, freq: 3 }),
     name: fc.option(fc.oneof(fc.constantFrom(...NAME_VALUES), text(20)), { nil: undefined, freq: 3 }),
-    extra: fc.dictionary(fc.oneof(fc.constantFrom(...EXTRA_HEADER_NAMES), fc.stringMatching(/^x-[a-z0-9-]{1,12}$/)), text(60), { maxKeys: 3 }),
+    extra: fc.dictionary(
+      fc.oneof(fc.constantFrom(...EXTRA_HEADER_NAMES), fc.stringMatching(/^x-[a-z0-9-]{1,12}$/)),
+      text(60),
+      { maxKeys: 3 },
+    ),
     host: options.host
-      ? fc.option(fc.oneof(fc.constantFrom("localhost", "127.0.0.1", "[::1]:1", "localhost:99999", "a b", "[", "evil.example", "127.0.0.1.evil.example", "localhost@evil", ""), text(30)), { nil: undefined, freq: 3 })
+      ? fc.option(
+        fc.oneof(
+          fc.constantFrom(
+            "localhost",
+            "127.0.0.1",
+            "[::1]:1",
+            "localhost:99999",
+            "a b",
+            "[",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "localhost@evil",
+            "",
+          ),
+          text(30),
+        ),
+        { nil: undefined, freq: 3 },
+      )
       : fc.constant(undefined),
   }).map(({ contentType, authorization, version, method, name, extra, host }) => {
     const headers: Record<string, string> = { ...extra };
@@ -587,10 +899,35 @@ const deepArb = fc.tuple(fc.integer({ min: 1_000, max: 30_000 }), fc.boolean()).
   const d = Math.min(depth, 10_000);
   return new Raw('{"a":'.repeat(d) + "0" + "}".repeat(d), label);
 });
-const hugeStringArb = fc.tuple(fc.integer({ min: 10_000, max: 30_000 }), fc.constantFrom("x", "é", "\u0000", "\\", "\"", "🙂"))
-  .map(([n, c]) => c.repeat(Math.floor(n / Math.max(1, Buffer.byteLength(c) + (c === "\u0000" || c === "\\" || c === "\"" ? 5 : 0)))));
+const hugeStringArb = fc.tuple(
+  fc.integer({ min: 10_000, max: 30_000 }),
+  fc.constantFrom("x", "é", "\u0000", "\\", '"', "🙂"),
+)
+  .map(([n, c]) =>
+    c.repeat(Math.floor(n / Math.max(1, Buffer.byteLength(c) + (c === "\u0000" || c === "\\" || c === '"' ? 5 : 0))))
+  );
 const weirdValueArb: fc.Arbitrary<unknown> = fc.oneof(
-  { arbitrary: fc.constantFrom<unknown>(null, true, false, 0, -1, 1.5, 1e308, -0, "", "2.0", [], {}, [1, 2], { a: 1 }, "tools/call", "get_secret"), weight: 4 },
+  {
+    arbitrary: fc.constantFrom<unknown>(
+      null,
+      true,
+      false,
+      0,
+      -1,
+      1.5,
+      1e308,
+      -0,
+      "",
+      "2.0",
+      [],
+      {},
+      [1, 2],
+      { a: 1 },
+      "tools/call",
+      "get_secret",
+    ),
+    weight: 4,
+  },
   { arbitrary: fc.jsonValue({ maxDepth: 3 }), weight: 3 },
   { arbitrary: text(), weight: 2 },
   { arbitrary: unicodeText(), weight: 1 },
@@ -603,13 +940,21 @@ const randomBodyArb: fc.Arbitrary<string | Uint8Array | undefined> = fc.oneof(
   { arbitrary: fc.uint8Array({ maxLength: 2048 }), weight: 2 },
   { arbitrary: fc.json({ maxDepth: 4 }), weight: 3 },
   { arbitrary: text(200), weight: 2 },
-  { arbitrary: fc.array(fc.tuple(fc.oneof(fc.constantFrom(...QUERY_KEYS), text(10)), text(40)), { maxLength: 6 }).map((pairs) => new URLSearchParams(pairs).toString()), weight: 2 },
+  {
+    arbitrary: fc.array(fc.tuple(fc.oneof(fc.constantFrom(...QUERY_KEYS), text(10)), text(40)), { maxLength: 6 }).map((
+      pairs,
+    ) => new URLSearchParams(pairs).toString()),
+    weight: 2,
+  },
   { arbitrary: deepArb.map((raw) => raw.json), weight: 1 },
   { arbitrary: hugeStringArb.map((s) => JSON.stringify({ s })), weight: 1 },
 );
 
 /** A request with anything anywhere: method, path, query, headers, body. */
-function anythingArb(paths: fc.Arbitrary<string>, methods: string[] = [...STANDARD_METHODS, ...ODD_METHODS]): fc.Arbitrary<Probe> {
+function anythingArb(
+  paths: fc.Arbitrary<string>,
+  methods: string[] = [...STANDARD_METHODS, ...ODD_METHODS],
+): fc.Arbitrary<Probe> {
   return fc.record({
     http: viaHttpArb,
     method: fc.constantFrom(...methods),
@@ -619,8 +964,18 @@ function anythingArb(paths: fc.Arbitrary<string>, methods: string[] = [...STANDA
     body: randomBodyArb,
   }).map(({ http, method, path, query, headers, body }) => {
     // fetch speaks only the standard methods, string bodies and no Host override.
-    const client = http || !STANDARD_METHODS.includes(method) || body instanceof Uint8Array || "host" in headers.headers ? "http" : "fetch";
-    return probe({ client, method, path: path + query, headers: headers.headers, body, note: "anything", verdict: headers.verdict });
+    const client = http || !STANDARD_METHODS.includes(method) || body instanceof Uint8Array || "host" in headers.headers
+      ? "http"
+      : "fetch";
+    return probe({
+      client,
+      method,
+      path: path + query,
+      headers: headers.headers,
+      body,
+      note: "anything",
+      verdict: headers.verdict,
+    });
   });
 }
 
@@ -632,32 +987,102 @@ type Fails = "yes" | "no" | "dcr";
 type Edit = { field: string; value?: string; fails: Fails; note: string };
 
 function authorizeEdits(): fc.Arbitrary<Edit> {
-  const set = (field: string, fails: Fails, values: string[]) => fc.constantFrom(...values).map((value): Edit => ({ field, value, fails, note: `${field}=${value.slice(0, 60)}` }));
+  const set = (field: string, fails: Fails, values: string[]) =>
+    fc.constantFrom(...values).map((value): Edit => ({ field, value, fails, note: `${field}=${value.slice(0, 60)}` }));
   const required = ["client_id", "redirect_uri", "response_type", "code_challenge", "code_challenge_method"];
   return fc.oneof(
     fc.constant<Edit>({ field: "", fails: "no", note: "unchanged" }),
     fc.constantFrom(...required).map((field): Edit => ({ field, fails: "yes", note: `no ${field}` })),
-    fc.constantFrom("state", "scope", "resource", "approved").map((field): Edit => ({ field, fails: "no", note: `no ${field}` })),
-    set("client_id", "yes", ["", "https://client.example/", "https://client.example", "http://evil.example/meta.json", "https://client.example/meta.json#x", "javascript:alert(1)", "not a url"]),
-    text(60).filter((s) => !URL.canParse(s)).map((value): Edit => ({ field: "client_id", value, fails: "yes", note: "client_id random" })),
-    fc.tuple(fc.nat(), fc.nat()).map(([at, c]): Edit => ({ field: "client_id", value: mutateToken(dcrClientId, at, c), fails: "yes", note: "client_id altered" })),
-    fc.constantFrom(...credentials.filter((c) => c.note === "real access token" || c.note === "refresh token" || c.note === "authorization code"))
+    fc.constantFrom("state", "scope", "resource", "approved").map((field): Edit => ({
+      field,
+      fails: "no",
+      note: `no ${field}`,
+    })),
+    set("client_id", "yes", [
+      "",
+      "https://client.example/",
+      "https://client.example",
+      "http://evil.example/meta.json",
+      "https://client.example/meta.json#x",
+      "javascript:alert(1)",
+      "not a url",
+    ]),
+    text(60).filter((s) => !URL.canParse(s)).map((value): Edit => ({
+      field: "client_id",
+      value,
+      fails: "yes",
+      note: "client_id random",
+    })),
+    fc.tuple(fc.nat(), fc.nat()).map(([at, c]): Edit => ({
+      field: "client_id",
+      value: mutateToken(dcrClientId, at, c),
+      fails: "yes",
+      note: "client_id altered",
+    })),
+    fc.constantFrom(
+      ...credentials.filter((c) =>
+        c.note === "real access token" || c.note === "refresh token" || c.note === "authorization code"
+      ),
+    )
       .map((c): Edit => ({ field: "client_id", value: c.token, fails: "yes", note: `client_id is a ${c.note}` })),
     set("client_id", "no", ["https://client.example/meta.json", "HTTPS://client.example/m"]),
-    set("redirect_uri", "yes", [`${REDIRECT_URI}#frag`, "javascript:alert(1)", "http://evil.example/cb", "not a url", "", "/cb", "http://127.0.0.1.evil.example/cb", "http://localhost.evil.example/cb", "ftp://127.0.0.1/cb", "data:text/html,x"]),
-    set("redirect_uri", "dcr", ["https://evil.example/cb", "http://localhost:9/cb", `${REDIRECT_URI}?x=1`, `${REDIRECT_URI}/`, "http://[::1]:9/cb"]),
+    set("redirect_uri", "yes", [
+      `${REDIRECT_URI}#frag`,
+      "javascript:alert(1)",
+      "http://evil.example/cb",
+      "not a url",
+      "",
+      "/cb",
+      "http://127.0.0.1.evil.example/cb",
+      "http://localhost.evil.example/cb",
+      "ftp://127.0.0.1/cb",
+      "data:text/html,x",
+    ]),
+    set("redirect_uri", "dcr", [
+      "https://evil.example/cb",
+      "http://localhost:9/cb",
+      `${REDIRECT_URI}?x=1`,
+      `${REDIRECT_URI}/`,
+      "http://[::1]:9/cb",
+    ]),
     set("redirect_uri", "no", ["http://127.0.0.1:10/cb", "http://127.0.0.1/cb", "http://127.1:9/cb"]),
     set("response_type", "yes", ["token", "code id_token", "CODE", "", "code ", "id_token"]),
     set("code_challenge_method", "yes", ["plain", "s256", "", "S256 ", "S512"]),
-    set("code_challenge", "yes", ["a".repeat(42), "a".repeat(44), `${"a".repeat(42)}=`, `${"a".repeat(42)}+`, "", "a".repeat(128)]),
+    set("code_challenge", "yes", [
+      "a".repeat(42),
+      "a".repeat(44),
+      `${"a".repeat(42)}=`,
+      `${"a".repeat(42)}+`,
+      "",
+      "a".repeat(128),
+    ]),
     set("resource", "yes", ["https://evil.example/mcp", "", "MCP"]),
-    fc.constantFrom("base", "base/mcp/").map((which): Edit => ({ field: "resource", value: which === "base" ? base : `${base}/mcp/`, fails: "yes", note: `resource ${which}` })),
+    fc.constantFrom("base", "base/mcp/").map((which): Edit => ({
+      field: "resource",
+      value: which === "base" ? base : `${base}/mcp/`,
+      fails: "yes",
+      note: `resource ${which}`,
+    })),
     set("scope", "yes", ["openid", "mcp openid", "", "MCP", " mcp"]),
     set("scope", "no", ["mcp", "mcp mcp"]),
-    fc.oneof(fc.constantFrom(...XSS), unicodeText(60), fc.constant("s".repeat(4000))).map((value): Edit => ({ field: "state", value, fails: "no", note: "state odd" })),
+    fc.oneof(fc.constantFrom(...XSS), unicodeText(60), fc.constant("s".repeat(4000))).map((value): Edit => ({
+      field: "state",
+      value,
+      fails: "no",
+      note: "state odd",
+    })),
     set("approved", "no", ["0", "true", "", "yes", "1"]),
-    fc.constantFrom(...required, "state", "scope", "resource").map((field): Edit => ({ field: `repeat:${field}`, fails: "yes", note: `${field} repeated` })),
-    fc.tuple(fc.stringMatching(/^x[a-z_]{0,10}$/), text(40)).map(([key, value]): Edit => ({ field: `extra:${key}`, value, fails: "no", note: `extra ${key}` })),
+    fc.constantFrom(...required, "state", "scope", "resource").map((field): Edit => ({
+      field: `repeat:${field}`,
+      fails: "yes",
+      note: `${field} repeated`,
+    })),
+    fc.tuple(fc.stringMatching(/^x[a-z_]{0,10}$/), text(40)).map(([key, value]): Edit => ({
+      field: `extra:${key}`,
+      value,
+      fails: "no",
+      note: `extra ${key}`,
+    })),
   );
 }
 
@@ -670,10 +1095,17 @@ function authorizeArb(): fc.Arbitrary<Probe> {
     http: viaHttpArb,
     // XSS in the client name shows on the consent page: register such a client now and then
   }).map(({ client, approved, optional, edit, http }) => {
-    const clientId = client === "dcr" ? dcrClientId : client === "cimd-loopback" ? cimdClientId : "https://client.example/meta.json";
+    const clientId = client === "dcr"
+      ? dcrClientId
+      : client === "cimd-loopback"
+      ? cimdClientId
+      : "https://client.example/meta.json";
     const pairs: [string, string][] = [
-      ["response_type", "code"], ["client_id", clientId], ["redirect_uri", REDIRECT_URI],
-      ["code_challenge", s256(newVerifier())], ["code_challenge_method", "S256"],
+      ["response_type", "code"],
+      ["client_id", clientId],
+      ["redirect_uri", REDIRECT_URI],
+      ["code_challenge", s256(newVerifier())],
+      ["code_challenge_method", "S256"],
     ];
     if (optional.state) pairs.push(["state", "st"]);
     if (optional.scope) pairs.push(["scope", "mcp"]);
@@ -693,8 +1125,13 @@ function authorizeArb(): fc.Arbitrary<Probe> {
     }
     const fails = edit.fails === "yes" || (edit.fails === "dcr" && client === "dcr");
     const p = probe({
-      client: http ? "http" : "fetch", method: "GET", path: `/authorize?${new URLSearchParams(edited)}`, headers: {},
-      note: `${client} ${approved ? "approved" : "consent"}: ${edit.note}`, verdict: "none", mustFail: fails,
+      client: http ? "http" : "fetch",
+      method: "GET",
+      path: `/authorize?${new URLSearchParams(edited)}`,
+      headers: {},
+      note: `${client} ${approved ? "approved" : "consent"}: ${edit.note}`,
+      verdict: "none",
+      mustFail: fails,
     });
     return p;
   });
@@ -710,8 +1147,14 @@ function checkAuthorize(p: Probe, r: Reply) {
     assert.equal(r.status, 302, "an approved valid request redirects");
     const target = new URL(r.headers.location ?? "");
     const asked = new URL(query.get("redirect_uri") ?? "");
-    assert.equal(target.origin + target.pathname, asked.origin + asked.pathname, "the redirect goes exactly where the client asked");
-    for (const [name, value] of asked.searchParams) assert.equal(target.searchParams.get(name), value, "the redirect_uri's own query survives");
+    assert.equal(
+      target.origin + target.pathname,
+      asked.origin + asked.pathname,
+      "the redirect goes exactly where the client asked",
+    );
+    for (const [name, value] of asked.searchParams) {
+      assert.equal(target.searchParams.get(name), value, "the redirect_uri's own query survives");
+    }
     assert.equal(target.searchParams.get("iss"), base, "RFC 9207 iss");
     assert.ok(target.searchParams.get("code"), "a code");
     assert.equal(target.searchParams.get("state"), query.get("state"), "state comes back unchanged");
@@ -723,32 +1166,84 @@ function checkAuthorize(p: Probe, r: Reply) {
 
 // ─── /token: near-valid grants with one field broken ─────────────────────────────────────────────
 
-interface Material { codes: { code: string; verifier: string; clientId: string }[]; session: Session }
+interface Material {
+  codes: { code: string; verifier: string; clientId: string }[];
+  session: Session;
+}
 type TokenEdit = { field: string; value?: string | number | null; fails: boolean; note: string };
 
 function tokenEditArb(grant: "code" | "refresh"): fc.Arbitrary<TokenEdit> {
   const set = (field: string, fails: boolean, values: (string | number | null)[]) =>
-    fc.constantFrom(...values).map((value): TokenEdit => ({ field, value, fails, note: `${field}=${String(value).slice(0, 50)}` }));
+    fc.constantFrom(...values).map((value): TokenEdit => ({
+      field,
+      value,
+      fails,
+      note: `${field}=${String(value).slice(0, 50)}`,
+    }));
   const credentialField = grant === "code" ? "code" : "refresh_token";
-  const required = grant === "code" ? ["grant_type", "code", "code_verifier", "client_id"] : ["grant_type", "refresh_token", "client_id"];
+  const required = grant === "code"
+    ? ["grant_type", "code", "code_verifier", "client_id"]
+    : ["grant_type", "refresh_token", "client_id"];
   const wrongCredentials = credentials; // none of them is a code or a refresh token this request may redeem
   const edits: fc.Arbitrary<TokenEdit>[] = [
     fc.constant({ field: "", fails: false, note: "unchanged" }),
     fc.constantFrom(...required).map((field) => ({ field, fails: true, note: `no ${field}` })),
-    fc.constantFrom("resource", ...(grant === "code" ? ["redirect_uri"] : [])).map((field) => ({ field, fails: false, note: `no ${field}` })),
-    set("grant_type", true, ["password", "client_credentials", "implicit", "AUTHORIZATION_CODE", "", "urn:ietf:params:oauth:grant-type:device_code", grant === "code" ? "refresh_token" : "authorization_code"]),
+    fc.constantFrom("resource", ...(grant === "code" ? ["redirect_uri"] : [])).map((field) => ({
+      field,
+      fails: false,
+      note: `no ${field}`,
+    })),
+    set("grant_type", true, [
+      "password",
+      "client_credentials",
+      "implicit",
+      "AUTHORIZATION_CODE",
+      "",
+      "urn:ietf:params:oauth:grant-type:device_code",
+      grant === "code" ? "refresh_token" : "authorization_code",
+    ]),
     set(credentialField, true, ["", "a.b.c"]),
     text(80).map((value) => ({ field: credentialField, value, fails: true, note: `${credentialField} random` })),
-    fc.constantFrom(...wrongCredentials).map((c) => ({ field: credentialField, value: c.token, fails: true, note: `${credentialField} is a ${c.note}` })),
-    fc.tuple(fc.nat(), fc.nat()).map(([at, c]) => ({ field: credentialField, value: `mutate:${at}:${c}`, fails: true, note: `${credentialField} altered` })),
-    fc.integer({ min: 1, max: 40 }).map((n) => ({ field: credentialField, value: `truncate:${n}`, fails: true, note: `${credentialField} truncated` })),
+    fc.constantFrom(...wrongCredentials).map((c) => ({
+      field: credentialField,
+      value: c.token,
+      fails: true,
+      note: `${credentialField} is a ${c.note}`,
+    })),
+    fc.tuple(fc.nat(), fc.nat()).map(([at, c]) => ({
+      field: credentialField,
+      value: `mutate:${at}:${c}`,
+      fails: true,
+      note: `${credentialField} altered`,
+    })),
+    fc.integer({ min: 1, max: 40 }).map((n) => ({
+      field: credentialField,
+      value: `truncate:${n}`,
+      fails: true,
+      note: `${credentialField} truncated`,
+    })),
     set("client_id", true, ["", "https://client.example/meta.json", "someone-else"]),
     set("resource", true, ["https://evil.example/mcp", "", "mcp"]),
     fc.constant({ field: "resource", value: `${base}/mcp`, fails: false, note: "resource named" }),
-    fc.tuple(fc.stringMatching(/^x[a-z_]{0,10}$/), text(40)).map(([key, value]) => ({ field: `extra:${key}`, value, fails: false, note: `extra ${key}` })),
+    fc.tuple(fc.stringMatching(/^x[a-z_]{0,10}$/), text(40)).map(([key, value]) => ({
+      field: `extra:${key}`,
+      value,
+      fails: false,
+      note: `extra ${key}`,
+    })),
     fc.constantFrom(...required).map((field) => ({ field: `repeat:${field}`, fails: true, note: `${field} repeated` })),
-    fc.constantFrom(...required, "resource").map((field) => ({ field: `nonstring:${field}`, fails: true, note: `${field} not a string (JSON)` })),
-    set("content-type", true, ["text/plain", "application/jsonx", "application/x-www-form-urlencodedx", "multipart/form-data", ""]),
+    fc.constantFrom(...required, "resource").map((field) => ({
+      field: `nonstring:${field}`,
+      fails: true,
+      note: `${field} not a string (JSON)`,
+    })),
+    set("content-type", true, [
+      "text/plain",
+      "application/jsonx",
+      "application/x-www-form-urlencodedx",
+      "multipart/form-data",
+      "",
+    ]),
     fc.constant({ field: "content-type:swap", fails: true, note: "body encoded one way, labelled the other" }),
   ];
   if (grant === "code") {
@@ -762,11 +1257,25 @@ function tokenEditArb(grant: "code" | "refresh"): fc.Arbitrary<TokenEdit> {
   return fc.oneof(...edits);
 }
 
-interface TokenPlan { grant: "code" | "refresh"; slot: number; edit: TokenEdit; json: boolean; charset: boolean; http: boolean }
+interface TokenPlan {
+  grant: "code" | "refresh";
+  slot: number;
+  edit: TokenEdit;
+  json: boolean;
+  charset: boolean;
+  http: boolean;
+}
 
 function tokenPlanArb(): fc.Arbitrary<TokenPlan> {
   const plan = (grant: "code" | "refresh") =>
-    fc.record({ grant: fc.constant(grant), slot: fc.nat({ max: 2 }), edit: tokenEditArb(grant), json: fc.boolean(), charset: fc.boolean(), http: viaHttpArb });
+    fc.record({
+      grant: fc.constant(grant),
+      slot: fc.nat({ max: 2 }),
+      edit: tokenEditArb(grant),
+      json: fc.boolean(),
+      charset: fc.boolean(),
+      http: viaHttpArb,
+    });
   return fc.oneof({ arbitrary: plan("code"), weight: 2 }, { arbitrary: plan("refresh"), weight: 1 });
 }
 
@@ -774,8 +1283,20 @@ function tokenProbe(plan: TokenPlan, material: Material): Probe {
   const { edit } = plan;
   const code = material.codes[plan.slot];
   const params: Record<string, string> = plan.grant === "code"
-    ? { grant_type: "authorization_code", code: code.code, code_verifier: code.verifier, client_id: code.clientId, redirect_uri: REDIRECT_URI, resource: `${base}/mcp` }
-    : { grant_type: "refresh_token", refresh_token: material.session.refresh, client_id: material.session.clientId, resource: `${base}/mcp` };
+    ? {
+      grant_type: "authorization_code",
+      code: code.code,
+      code_verifier: code.verifier,
+      client_id: code.clientId,
+      redirect_uri: REDIRECT_URI,
+      resource: `${base}/mcp`,
+    }
+    : {
+      grant_type: "refresh_token",
+      refresh_token: material.session.refresh,
+      client_id: material.session.clientId,
+      resource: `${base}/mcp`,
+    };
   if (plan.grant === "code" && plan.slot === 2) delete params.redirect_uri; // OAuth 2.1 clients may leave it out
   let contentType = plan.json ? "application/json" : "application/x-www-form-urlencoded";
   if (plan.charset) contentType += "; charset=utf-8";
@@ -791,8 +1312,9 @@ function tokenProbe(plan: TokenPlan, material: Material): Probe {
   else if (edit.field) {
     let value = String(edit.value);
     const original = params[edit.field] ?? "";
-    if (value.startsWith("mutate:")) value = mutateToken(original, Number(value.split(":")[1]), Number(value.split(":")[2]));
-    else if (value.startsWith("truncate:")) value = original.slice(0, -Number(value.split(":")[1]));
+    if (value.startsWith("mutate:")) {
+      value = mutateToken(original, Number(value.split(":")[1]), Number(value.split(":")[2]));
+    } else if (value.startsWith("truncate:")) value = original.slice(0, -Number(value.split(":")[1]));
     else if (edit.field === "code_verifier" && value === "other") value = newVerifier();
     params[edit.field] = value;
   }
@@ -811,8 +1333,15 @@ function tokenProbe(plan: TokenPlan, material: Material): Probe {
   const fails = edit.fails && !(edit.field.startsWith("nonstring:") && !asJson);
   const slot = plan.grant === "code" ? `code${plan.slot}` : "refresh";
   return probe({
-    client: plan.http ? "http" : "fetch", method: "POST", path: "/token", headers: { "content-type": contentType }, body,
-    note: `${plan.grant} grant (${asJson ? "json" : "form"}): ${edit.note}`, verdict: "none", mustFail: fails, slot,
+    client: plan.http ? "http" : "fetch",
+    method: "POST",
+    path: "/token",
+    headers: { "content-type": contentType },
+    body,
+    note: `${plan.grant} grant (${asJson ? "json" : "form"}): ${edit.note}`,
+    verdict: "none",
+    mustFail: fails,
+    slot,
   });
 }
 
@@ -825,7 +1354,13 @@ function checkToken(p: Probe, r: Reply) {
     assert.ok(TOKEN_ERRORS.includes(error.error), `unexpected error code ${error.error}`);
   }
   if (p.mustFail) assert.equal(r.status, 400, "a broken token request is refused");
-  else if (r.status === 400) assert.equal((JSON.parse(r.body) as { error: string }).error, "invalid_grant", "a valid request fails only because its credential was spent");
+  else if (r.status === 400) {
+    assert.equal(
+      (JSON.parse(r.body) as { error: string }).error,
+      "invalid_grant",
+      "a valid request fails only because its credential was spent",
+    );
+  }
 }
 
 /** Within one batch a code, or a refresh token, buys tokens at most once. */
@@ -839,19 +1374,57 @@ function checkSingleUse(pairs: [Probe, Reply][]) {
 
 function registerArb(): fc.Arbitrary<Probe> {
   type RegEdit = { field: string; value?: unknown; fails: boolean | "web"; note: string };
-  const set = (field: string, fails: boolean | "web", values: unknown[]) => fc.constantFrom(...values).map((value): RegEdit => ({ field, value, fails, note: `${field}=${JSON.stringify(value).slice(0, 60)}` }));
+  const set = (field: string, fails: boolean | "web", values: unknown[]) =>
+    fc.constantFrom(...values).map((value): RegEdit => ({
+      field,
+      value,
+      fails,
+      note: `${field}=${JSON.stringify(value).slice(0, 60)}`,
+    }));
   const edit: fc.Arbitrary<RegEdit> = fc.oneof(
     fc.constant<RegEdit>({ field: "", fails: false, note: "unchanged" }),
     fc.constant<RegEdit>({ field: "redirect_uris", fails: true, note: "no redirect_uris" }),
-    fc.constantFrom("client_name", "application_type", "grant_types", "response_types", "token_endpoint_auth_method").map((field): RegEdit => ({ field, fails: false, note: `no ${field}` })),
-    set("redirect_uris", true, [[], REDIRECT_URI, [1], [null], ["javascript:alert(1)"], ["http://evil.example/cb"], [`${REDIRECT_URI}#f`], ["not a url"], [[REDIRECT_URI]], {}, null]),
-    set("redirect_uris", false, [["https://app.example/cb"], [REDIRECT_URI, "http://[::1]/cb", "http://localhost:8/x?y=1"]]),
+    fc.constantFrom("client_name", "application_type", "grant_types", "response_types", "token_endpoint_auth_method")
+      .map((field): RegEdit => ({ field, fails: false, note: `no ${field}` })),
+    set("redirect_uris", true, [
+      [],
+      REDIRECT_URI,
+      [1],
+      [null],
+      ["javascript:alert(1)"],
+      ["http://evil.example/cb"],
+      [`${REDIRECT_URI}#f`],
+      ["not a url"],
+      [[REDIRECT_URI]],
+      {},
+      null,
+    ]),
+    set("redirect_uris", false, [["https://app.example/cb"], [
+      REDIRECT_URI,
+      "http://[::1]/cb",
+      "http://localhost:8/x?y=1",
+    ]]),
     set("redirect_uris", "web", [["https://app.example/cb", REDIRECT_URI]]),
-    deepArb.map((raw): RegEdit => ({ field: "redirect_uris", value: raw, fails: true, note: "redirect_uris deeply nested" })),
-    fc.integer({ min: 50, max: 1500 }).map((n): RegEdit => ({ field: "redirect_uris", value: Array.from({ length: n }, (_, i) => `http://127.0.0.1:9/cb${i}`), fails: false, note: `${n} redirect_uris` })),
+    deepArb.map((raw): RegEdit => ({
+      field: "redirect_uris",
+      value: raw,
+      fails: true,
+      note: "redirect_uris deeply nested",
+    })),
+    fc.integer({ min: 50, max: 1500 }).map((n): RegEdit => ({
+      field: "redirect_uris",
+      value: Array.from({ length: n }, (_, i) => `http://127.0.0.1:9/cb${i}`),
+      fails: false,
+      note: `${n} redirect_uris`,
+    })),
     set("client_name", true, ["x".repeat(201), 5, null, [], {}]),
     set("client_name", false, ["x".repeat(200), "", ...XSS, "名前 🙂"]),
-    unicodeText(100).map((value): RegEdit => ({ field: "client_name", value, fails: [...value].length > 200 || value.length > 200, note: "client_name random" })),
+    unicodeText(100).map((value): RegEdit => ({
+      field: "client_name",
+      value,
+      fails: [...value].length > 200 || value.length > 200,
+      note: "client_name random",
+    })),
     set("application_type", true, ["WEB", "", 1, null, "browser"]),
     set("application_type", "web", ["web"]),
     set("application_type", false, ["native"]),
@@ -861,39 +1434,64 @@ function registerArb(): fc.Arbitrary<Probe> {
     set("grant_types", false, [["authorization_code"], [], ["refresh_token", "authorization_code"]]),
     set("response_types", true, [["token"], ["code", "token"], "code"]),
     set("response_types", false, [["code"], []]),
-    fc.tuple(fc.stringMatching(/^x[a-z_]{0,12}$/), weirdValueArb).map(([key, value]): RegEdit => ({ field: `extra:${key}`, value, fails: false, note: `extra ${key}` })),
-    set("body", true, ["[]", "null", "\"x\"", "{", "", "{\"redirect_uris\":[\"http://127.0.0.1:9/cb\"]} x"]),
+    fc.tuple(fc.stringMatching(/^x[a-z_]{0,12}$/), weirdValueArb).map(([key, value]): RegEdit => ({
+      field: `extra:${key}`,
+      value,
+      fails: false,
+      note: `extra ${key}`,
+    })),
+    set("body", true, ["[]", "null", '"x"', "{", "", '{"redirect_uris":["http://127.0.0.1:9/cb"]} x']),
     set("content-type", true, ["text/plain", "", "application/x-www-form-urlencoded", "application/jsonx"]),
   );
-  return fc.record({ edit, named: fc.boolean(), http: viaHttpArb, charset: fc.boolean() }).map(({ edit, named, http, charset }) => {
-    const metadata: Record<string, unknown> = { redirect_uris: [REDIRECT_URI], application_type: "native", grant_types: ["authorization_code", "refresh_token"], response_types: ["code"], token_endpoint_auth_method: "none" };
-    if (named) metadata.client_name = "fuzz client";
-    let contentType = charset ? "application/json; charset=utf-8" : "application/json";
-    let body: string | undefined;
-    if (edit.field === "body") body = String(edit.value);
-    else if (edit.field === "content-type") contentType = String(edit.value);
-    else if (edit.field.startsWith("extra:")) metadata[edit.field.slice(6)] = edit.value;
-    else if (edit.field && edit.value === undefined) delete metadata[edit.field];
-    else if (edit.field) metadata[edit.field] = edit.value;
-    // OpenID DCR: a web client (stated, or inferred when some redirect URI is not loopback) redirects over https only.
-    const uris = Array.isArray(metadata.redirect_uris) ? metadata.redirect_uris : [];
-    const loopback = (uri: unknown) => typeof uri === "string" && URL.canParse(uri) && /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/.test(new URL(uri).hostname);
-    const appType = metadata.application_type ?? (uris.length > 0 && uris.every(loopback) ? "native" : "web");
-    const webWithHttp = appType === "web" && uris.some((uri) => typeof uri === "string" && URL.canParse(uri) && new URL(uri).protocol !== "https:");
-    const fails = edit.fails === true || webWithHttp;
-    return probe({
-      client: http ? "http" : "fetch", method: "POST", path: "/register", headers: { "content-type": contentType },
-      body: body ?? serialize(metadata), note: `register: ${edit.note}`, verdict: "none", mustFail: fails,
-      json: fails ? undefined : metadata, // what a 201 must echo
-    });
-  });
+  return fc.record({ edit, named: fc.boolean(), http: viaHttpArb, charset: fc.boolean() }).map(
+    ({ edit, named, http, charset }) => {
+      const metadata: Record<string, unknown> = {
+        redirect_uris: [REDIRECT_URI],
+        application_type: "native",
+        grant_types: ["authorization_code", "refresh_token"],
+        response_types: ["code"],
+        token_endpoint_auth_method: "none",
+      };
+      if (named) metadata.client_name = "fuzz client";
+      let contentType = charset ? "application/json; charset=utf-8" : "application/json";
+      let body: string | undefined;
+      if (edit.field === "body") body = String(edit.value);
+      else if (edit.field === "content-type") contentType = String(edit.value);
+      else if (edit.field.startsWith("extra:")) metadata[edit.field.slice(6)] = edit.value;
+      else if (edit.field && edit.value === undefined) delete metadata[edit.field];
+      else if (edit.field) metadata[edit.field] = edit.value;
+      // OpenID DCR: a web client (stated, or inferred when some redirect URI is not loopback) redirects over https only.
+      const uris = Array.isArray(metadata.redirect_uris) ? metadata.redirect_uris : [];
+      const loopback = (uri: unknown) =>
+        typeof uri === "string" && URL.canParse(uri) &&
+        /^(localhost|127\.\d+\.\d+\.\d+|\[::1\])$/.test(new URL(uri).hostname);
+      const appType = metadata.application_type ?? (uris.length > 0 && uris.every(loopback) ? "native" : "web");
+      const webWithHttp = appType === "web" &&
+        uris.some((uri) => typeof uri === "string" && URL.canParse(uri) && new URL(uri).protocol !== "https:");
+      const fails = edit.fails === true || webWithHttp;
+      return probe({
+        client: http ? "http" : "fetch",
+        method: "POST",
+        path: "/register",
+        headers: { "content-type": contentType },
+        body: body ?? serialize(metadata),
+        note: `register: ${edit.note}`,
+        verdict: "none",
+        mustFail: fails,
+        json: fails ? undefined : metadata, // what a 201 must echo
+      });
+    },
+  );
 }
 
 function checkRegister(p: Probe, r: Reply) {
   if (p.mustFail) {
     assert.ok(r.status === 400 || r.status === 415, `broken metadata is refused (got ${r.status})`);
     const error = JSON.parse(r.body) as { error: string };
-    assert.ok(["invalid_client_metadata", "invalid_redirect_uri"].includes(error.error), `RFC 7591 error code, got ${error.error}`);
+    assert.ok(
+      ["invalid_client_metadata", "invalid_redirect_uri"].includes(error.error),
+      `RFC 7591 error code, got ${error.error}`,
+    );
     return;
   }
   assert.equal(r.status, 201, "valid metadata registers");
@@ -904,10 +1502,20 @@ function checkRegister(p: Probe, r: Reply) {
 
 // ─── /mcp: near-valid JSON-RPC in both protocol eras ─────────────────────────────────────────────
 
-interface RpcSeed { method: string; params?: Record<string, unknown>; notification?: boolean }
+interface RpcSeed {
+  method: string;
+  params?: Record<string, unknown>;
+  notification?: boolean;
+}
 const RPC_SEEDS: RpcSeed[] = [
-  { method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "fuzz", version: "0" } } },
-  { method: "initialize", params: { protocolVersion: "1999-01-01", capabilities: {}, clientInfo: { name: "fuzz", version: "0" } } },
+  {
+    method: "initialize",
+    params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "fuzz", version: "0" } },
+  },
+  {
+    method: "initialize",
+    params: { protocolVersion: "1999-01-01", capabilities: {}, clientInfo: { name: "fuzz", version: "0" } },
+  },
   { method: "notifications/initialized", notification: true },
   { method: "notifications/cancelled", params: { requestId: 1 }, notification: true },
   { method: "ping" },
@@ -921,13 +1529,38 @@ const RPC_SEEDS: RpcSeed[] = [
   { method: "resources/list" },
   { method: "prompts/get", params: { name: "x" } },
 ];
-const RPC_TARGETS = ["jsonrpc", "id", "method", "params", "params.name", "params.arguments", "params._meta", "meta.version", "meta.capabilities", "params.protocolVersion", "header:mcp-protocol-version", "header:mcp-method", "header:mcp-name", "header:content-type"];
+const RPC_TARGETS = [
+  "jsonrpc",
+  "id",
+  "method",
+  "params",
+  "params.name",
+  "params.arguments",
+  "params._meta",
+  "meta.version",
+  "meta.capabilities",
+  "params.protocolVersion",
+  "header:mcp-protocol-version",
+  "header:mcp-method",
+  "header:mcp-name",
+  "header:content-type",
+];
 
 function rpcArb(): fc.Arbitrary<Probe> {
   const mutation = fc.oneof(
-    { arbitrary: fc.record({ target: fc.constantFrom(...RPC_TARGETS), remove: fc.boolean(), value: weirdValueArb }), weight: 5 },
+    {
+      arbitrary: fc.record({ target: fc.constantFrom(...RPC_TARGETS), remove: fc.boolean(), value: weirdValueArb }),
+      weight: 5,
+    },
     // Deep nesting where the server looks: the tool name, its arguments, _meta, params itself.
-    { arbitrary: fc.record({ target: fc.constantFrom("params.name", "params.arguments", "params._meta", "meta.capabilities", "params", "id"), remove: fc.constant(false), value: deepArb as fc.Arbitrary<unknown> }), weight: 1 },
+    {
+      arbitrary: fc.record({
+        target: fc.constantFrom("params.name", "params.arguments", "params._meta", "meta.capabilities", "params", "id"),
+        remove: fc.constant(false),
+        value: deepArb as fc.Arbitrary<unknown>,
+      }),
+      weight: 1,
+    },
   );
   return fc.record({
     seed: fc.constantFrom(...RPC_SEEDS),
@@ -936,14 +1569,23 @@ function rpcArb(): fc.Arbitrary<Probe> {
     id: fc.oneof(fc.integer(), text(20), fc.constant(0), fc.constant("")),
     mutations: fc.array(mutation, { maxLength: 2 }),
     authorization: fc.option(authorizationArb(), { nil: undefined }),
-    encoding: fc.oneof({ arbitrary: fc.constant("plain"), weight: 8 }, { arbitrary: fc.constantFrom("array", "trailing", "bom", "truncate", "whitespace", "duplicate-key", "empty-array"), weight: 2 }),
+    encoding: fc.oneof({ arbitrary: fc.constant("plain"), weight: 8 }, {
+      arbitrary: fc.constantFrom("array", "trailing", "bom", "truncate", "whitespace", "duplicate-key", "empty-array"),
+      weight: 2,
+    }),
     http: viaHttpArb,
   }).map(({ seed, modern, legacyHeader, id, mutations: generated, authorization, encoding, http }) => {
     // One large value per message at most, so the body stays under the 64 KiB limit.
     const large = (value: unknown) => value instanceof Raw || (typeof value === "string" && value.length > 5_000);
-    const mutations = generated.filter((m, i) => !large(m.value) || !generated.slice(0, i).some((earlier) => large(earlier.value)));
+    const mutations = generated.filter((m, i) =>
+      !large(m.value) || !generated.slice(0, i).some((earlier) => large(earlier.value))
+    );
     const params: Record<string, unknown> = structuredClone(seed.params ?? {});
-    const message: Record<string, unknown> = { jsonrpc: "2.0", ...(seed.notification ? {} : { id }), method: seed.method };
+    const message: Record<string, unknown> = {
+      jsonrpc: "2.0",
+      ...(seed.notification ? {} : { id }),
+      method: seed.method,
+    };
     if (seed.params || modern) message.params = params;
     const headers: Record<string, string> = { "content-type": "application/json" };
     if (modern) {
@@ -954,7 +1596,9 @@ function rpcArb(): fc.Arbitrary<Probe> {
     } else if (legacyHeader !== undefined) headers["mcp-protocol-version"] = legacyHeader;
     if (authorization) headers.authorization = authorization.value;
     for (const { target, remove, value } of mutations) {
-      const headerValue = typeof value === "string" && /^[\x20-\x7e]*$/.test(value) && value.length < 200 ? value : JSON.stringify(value)?.slice(0, 100) ?? "";
+      const headerValue = typeof value === "string" && /^[\x20-\x7e]*$/.test(value) && value.length < 200
+        ? value
+        : JSON.stringify(value)?.slice(0, 100) ?? "";
       if (target.startsWith("header:")) {
         const name = target.slice(7);
         if (remove) delete headers[name];
@@ -962,9 +1606,12 @@ function rpcArb(): fc.Arbitrary<Probe> {
         continue;
       }
       const meta = () => (isObject(params._meta) ? params._meta : (params._meta = {}));
-      const [holder, key] = target === "meta.version" ? [meta(), META_VERSION]
-        : target === "meta.capabilities" ? [meta(), META_CAPABILITIES]
-        : target.startsWith("params.") ? [params, target.slice(7)]
+      const [holder, key] = target === "meta.version"
+        ? [meta(), META_VERSION]
+        : target === "meta.capabilities"
+        ? [meta(), META_CAPABILITIES]
+        : target.startsWith("params.")
+        ? [params, target.slice(7)]
         : [message, target];
       if (remove) delete holder[key];
       else holder[key] = value;
@@ -973,20 +1620,50 @@ function rpcArb(): fc.Arbitrary<Probe> {
     let body = serialize(message);
     let exact = true;
     switch (encoding) {
-      case "array": body = `[${body}]`; exact = false; break;
-      case "empty-array": body = "[]"; exact = false; break;
-      case "trailing": body += "}"; exact = false; break;
-      case "bom": body = `\uFEFF${body}`; exact = false; break;
-      case "truncate": body = body.slice(0, Math.max(0, body.length - 3)); exact = false; break;
-      case "whitespace": body = `\n\t ${body} \r\n`; break;
-      case "duplicate-key": body = body.replace(/^\{/, `{"method":"tools/call","params":{"name":"get_secret"},`); exact = false; break;
+      case "array":
+        body = `[${body}]`;
+        exact = false;
+        break;
+      case "empty-array":
+        body = "[]";
+        exact = false;
+        break;
+      case "trailing":
+        body += "}";
+        exact = false;
+        break;
+      case "bom":
+        body = `\uFEFF${body}`;
+        exact = false;
+        break;
+      case "truncate":
+        body = body.slice(0, Math.max(0, body.length - 3));
+        exact = false;
+        break;
+      case "whitespace":
+        body = `\n\t ${body} \r\n`;
+        break;
+      case "duplicate-key":
+        body = body.replace(/^\{/, `{"method":"tools/call","params":{"name":"get_secret"},`);
+        exact = false;
+        break;
     }
     return probe({
-      client: http ? "http" : "fetch", method: "POST", path: "/mcp", headers, body,
-      note: `${modern ? "modern" : "2025"} ${seed.method} ${mutations.map((m) => `${m.remove ? "-" : "~"}${m.target}`).join(" ")} ${encoding}`,
+      client: http ? "http" : "fetch",
+      method: "POST",
+      path: "/mcp",
+      headers,
+      body,
+      note: `${modern ? "modern" : "2025"} ${seed.method} ${
+        mutations.map((m) => `${m.remove ? "-" : "~"}${m.target}`).join(" ")
+      } ${encoding}`,
       verdict: authorization?.verdict ?? "none",
       // The body is exactly this message's JSON (or, with duplicate keys, what JSON.parse keeps: the last).
-      json: exact ? message : encoding === "duplicate-key" ? { method: "tools/call", params: { name: "get_secret" }, ...message } : undefined,
+      json: exact
+        ? message
+        : encoding === "duplicate-key"
+        ? { method: "tools/call", params: { name: "get_secret" }, ...message }
+        : undefined,
     });
   });
 }
@@ -1010,7 +1687,16 @@ function credentialCallArb(): fc.Arbitrary<Probe> {
     }
     if (authorization) headers.authorization = authorization.value;
     const rpc = { jsonrpc: "2.0", id, method: "tools/call", params };
-    return probe({ client: http ? "http" : "fetch", method: "POST", path: "/mcp", headers, body: JSON.stringify(rpc), note: `${tool} with a credential`, verdict: authorization?.verdict ?? "none", json: rpc });
+    return probe({
+      client: http ? "http" : "fetch",
+      method: "POST",
+      path: "/mcp",
+      headers,
+      body: JSON.stringify(rpc),
+      note: `${tool} with a credential`,
+      verdict: authorization?.verdict ?? "none",
+      json: rpc,
+    });
   });
 }
 
@@ -1035,21 +1721,53 @@ function protocolArb(): fc.Arbitrary<Probe> {
     method: fc.constantFrom(...PROTOCOL_METHODS, ...ODD_METHODS, "GET", "POST"),
     path: pathArb,
     headers: headersArb({ host: true }),
-    oddity: fc.constantFrom("none", "expect-continue", "expect-other", "big-header", "latin1-header", "chunked", "absolute-form", "many-headers"),
+    oddity: fc.constantFrom(
+      "none",
+      "expect-continue",
+      "expect-other",
+      "big-header",
+      "latin1-header",
+      "chunked",
+      "absolute-form",
+      "many-headers",
+    ),
     body: randomBodyArb,
   }).map(({ method, path, headers, oddity, body }) => {
     const h: Record<string, string> = { ...headers.headers };
     let target = path;
     switch (oddity) {
-      case "expect-continue": h.expect = "100-continue"; break;
-      case "expect-other": h.expect = "x-teapot"; break;
-      case "big-header": h["x-big"] = "b".repeat(20_000); break;
-      case "latin1-header": h["mcp-name"] = "caf\u00e9"; h["x-latin"] = "\u00ff\u00fe"; break;
-      case "chunked": h["transfer-encoding"] = "chunked"; break;
-      case "absolute-form": target = `http://evil.example${path}`; break;
-      case "many-headers": for (let i = 0; i < 150; i++) h[`x-h${i}`] = String(i); break;
+      case "expect-continue":
+        h.expect = "100-continue";
+        break;
+      case "expect-other":
+        h.expect = "x-teapot";
+        break;
+      case "big-header":
+        h["x-big"] = "b".repeat(20_000);
+        break;
+      case "latin1-header":
+        h["mcp-name"] = "caf\u00e9";
+        h["x-latin"] = "\u00ff\u00fe";
+        break;
+      case "chunked":
+        h["transfer-encoding"] = "chunked";
+        break;
+      case "absolute-form":
+        target = `http://evil.example${path}`;
+        break;
+      case "many-headers":
+        for (let i = 0; i < 150; i++) h[`x-h${i}`] = String(i);
+        break;
     }
-    return probe({ client: "http", method, path: target, headers: h, body, note: `protocol: ${oddity}`, verdict: headers.verdict });
+    return probe({
+      client: "http",
+      method,
+      path: target,
+      headers: h,
+      body,
+      note: `protocol: ${oddity}`,
+      verdict: headers.verdict,
+    });
   });
 }
 
@@ -1058,11 +1776,21 @@ function protocolArb(): fc.Arbitrary<Probe> {
 describe("fuzz: malformed requests against every endpoint", () => {
   before(async () => {
     // Access tokens outlive the run (slow machines), so a token's verdict never changes by expiry.
-    server = await startServer({ port: 0, host: "127.0.0.1", jwtSecret: JWT_SECRET, accessTokenTtlSeconds: 3600, log: () => {} });
+    server = await startServer({
+      port: 0,
+      host: "127.0.0.1",
+      jwtSecret: JWT_SECRET,
+      accessTokenTtlSeconds: 3600,
+      log: () => {},
+    });
     base = server.url;
     agent = new Agent({ keepAlive: true, maxSockets: BATCH });
     sent++;
-    const registered = await post("/register", JSON.stringify({ redirect_uris: [REDIRECT_URI], client_name: XSS[0] }), "application/json");
+    const registered = await post(
+      "/register",
+      JSON.stringify({ redirect_uris: [REDIRECT_URI], client_name: XSS[0] }),
+      "application/json",
+    );
     assert.equal(registered.status, 201, registered.body);
     dcrClientId = (JSON.parse(registered.body) as { client_id: string }).client_id;
     const live = await signIn();
@@ -1083,7 +1811,15 @@ describe("fuzz: malformed requests against every endpoint", () => {
 
   it("the landing page, both metadata documents and unknown paths survive anything", async () => {
     const paths = fc.oneof(
-      { arbitrary: fc.constantFrom("/", "/.well-known/oauth-authorization-server", "/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"), weight: 3 },
+      {
+        arbitrary: fc.constantFrom(
+          "/",
+          "/.well-known/oauth-authorization-server",
+          "/.well-known/oauth-protected-resource",
+          "/.well-known/oauth-protected-resource/mcp",
+        ),
+        weight: 3,
+      },
       { arbitrary: fc.constantFrom(...ODD_PATHS), weight: 2 },
       { arbitrary: pathArb, weight: 2 },
     );
@@ -1098,30 +1834,51 @@ describe("fuzz: malformed requests against every endpoint", () => {
 
   it("/token: random bodies and near-valid grants with one field broken; every credential spent at most once", async () => {
     const random = anythingArb(fc.constant("/token"), ["POST", "POST", "POST", "GET", "PUT", "OPTIONS"]);
-    await fc.assert(fc.asyncProperty(batchOf(random), (batch) => runBatch(batch, (p, r) => {
-      if (p.method === "POST") assert.ok(r.status === 400 || r.status === 413, "random bodies never buy tokens");
-    })), runs(25));
+    await fc.assert(
+      fc.asyncProperty(batchOf(random), (batch) =>
+        runBatch(batch, (p, r) => {
+          if (p.method === "POST") assert.ok(r.status === 400 || r.status === 413, "random bodies never buy tokens");
+        })),
+      runs(25),
+    );
     // Each batch gets fresh material: three codes (one without redirect_uri at exchange) and one session.
-    await fc.assert(fc.asyncProperty(fc.array(tokenPlanArb(), { minLength: BATCH - 5, maxLength: BATCH - 5 }), async (plans) => {
-      const codes = await Promise.all([dcrClientId, cimdClientId, dcrClientId].map(async (clientId) => {
-        const verifier = newVerifier();
-        return { code: await mintCode(clientId, verifier), verifier, clientId };
-      }));
-      const material: Material = { codes, session: await signIn(cimdClientId) };
-      await runBatch(plans.map((plan) => tokenProbe(plan, material)), checkToken, checkSingleUse);
-    }), runs(50));
+    await fc.assert(
+      fc.asyncProperty(fc.array(tokenPlanArb(), { minLength: BATCH - 5, maxLength: BATCH - 5 }), async (plans) => {
+        const codes = await Promise.all([dcrClientId, cimdClientId, dcrClientId].map(async (clientId) => {
+          const verifier = newVerifier();
+          return { code: await mintCode(clientId, verifier), verifier, clientId };
+        }));
+        const material: Material = { codes, session: await signIn(cimdClientId) };
+        await runBatch(plans.map((plan) => tokenProbe(plan, material)), checkToken, checkSingleUse);
+      }),
+      runs(50),
+    );
   });
 
   it("/register: random bodies and near-valid metadata with one field broken", async () => {
     const random = anythingArb(fc.constant("/register"), ["POST", "POST", "POST", "GET", "DELETE"]);
-    await fc.assert(fc.asyncProperty(batchOf(random), (batch) => runBatch(batch, (p, r) => {
-      if (p.method === "POST") assert.notEqual(r.status, 201, "random bodies never register");
-    })), runs(15));
+    await fc.assert(
+      fc.asyncProperty(batchOf(random), (batch) =>
+        runBatch(batch, (p, r) => {
+          if (p.method === "POST") assert.notEqual(r.status, 201, "random bodies never register");
+        })),
+      runs(15),
+    );
     await fc.assert(fc.asyncProperty(batchOf(registerArb()), (batch) => runBatch(batch, checkRegister)), runs(30));
   });
 
   it("/mcp: random bodies and headers, near-valid JSON-RPC in both eras", async () => {
-    const random = anythingArb(fc.constant("/mcp"), ["POST", "POST", "POST", "POST", "GET", "DELETE", "PUT", "HEAD", "OPTIONS"]);
+    const random = anythingArb(fc.constant("/mcp"), [
+      "POST",
+      "POST",
+      "POST",
+      "POST",
+      "GET",
+      "DELETE",
+      "PUT",
+      "HEAD",
+      "OPTIONS",
+    ]);
     await fc.assert(fc.asyncProperty(batchOf(random), (batch) => runBatch(batch, () => {})), runs(40));
     await fc.assert(fc.asyncProperty(batchOf(rpcArb()), (batch) => runBatch(batch, () => {})), runs(100));
   });
@@ -1129,49 +1886,63 @@ describe("fuzz: malformed requests against every endpoint", () => {
   it("/mcp: no broken, forged, foreign or revoked credential opens a protected tool, nor breaks a public one", async () => {
     // Earlier probes may have revoked the live session: forge against a fresh one, kept alive throughout.
     credentials = await forgeCredentials(await signIn(), revokedSession);
-    await fc.assert(fc.asyncProperty(batchOf(credentialCallArb()), (batch) => runBatch(batch, checkCredentialCall)), runs(40));
+    await fc.assert(
+      fc.asyncProperty(batchOf(credentialCallArb()), (batch) => runBatch(batch, checkCredentialCall)),
+      runs(40),
+    );
   });
 
   it("odd methods and raw protocol oddities: no 5xx, and whatever carries CORS has the documented shape", async () => {
-    await fc.assert(fc.asyncProperty(batchOf(protocolArb()), async (batch) => {
-      // A connection of its own each: a CONNECT, a refused Expect or an oversized header leaves its connection unusable.
-      const outcomes = await Promise.all(batch.map((p) => {
-        sent++;
-        return viaHttp(p, { agent: false }).then((r) => ({ r }), (error: unknown) => ({ error }));
-      }));
-      batch.forEach((p, i) => {
-        const outcome = outcomes[i];
-        if ("error" in outcome) {
-          // Only two may go unanswered: a CONNECT (node:http hands it to a 'connect' listener, and there is
-          // none), and oversized headers (refused with 431 and a close, which can reset the connection
-          // while the client is still sending its body).
-          assert.ok(p.method === "CONNECT" || p.note.endsWith("big-header"), `no answer (${String(outcome.error)}) to ${String(p)}`);
-          return;
-        }
-        const r = outcome.r;
-        try {
-          assert.ok(r.status < 500, `status ${r.status}`);
-          if (r.headers["access-control-allow-origin"] !== undefined) checkCommon(p, r);
-          else assert.ok([400, 413, 417, 431].includes(r.status), `an answer without CORS: ${r.status}`);
-        } catch (error) {
-          throw new Error(`${(error as Error).message}\n  request: ${String(p)}\n  answer:  ${r.status} ${JSON.stringify(r.headers)} ${r.body.slice(0, 300)}`);
-        }
-      });
-    }), runs(20));
+    await fc.assert(
+      fc.asyncProperty(batchOf(protocolArb()), async (batch) => {
+        // A connection of its own each: a CONNECT, a refused Expect or an oversized header leaves its connection unusable.
+        const outcomes = await Promise.all(batch.map((p) => {
+          sent++;
+          return viaHttp(p, { agent: false }).then((r) => ({ r }), (error: unknown) => ({ error }));
+        }));
+        batch.forEach((p, i) => {
+          const outcome = outcomes[i];
+          if ("error" in outcome) {
+            // Only two may go unanswered: a CONNECT (node:http hands it to a 'connect' listener, and there is
+            // none), and oversized headers (refused with 431 and a close, which can reset the connection
+            // while the client is still sending its body).
+            assert.ok(
+              p.method === "CONNECT" || p.note.endsWith("big-header"),
+              `no answer (${String(outcome.error)}) to ${String(p)}`,
+            );
+            return;
+          }
+          const r = outcome.r;
+          try {
+            assert.ok(r.status < 500, `status ${r.status}`);
+            if (r.headers["access-control-allow-origin"] !== undefined) checkCommon(p, r);
+            else assert.ok([400, 413, 417, 431].includes(r.status), `an answer without CORS: ${r.status}`);
+          } catch (error) {
+            throw new Error(
+              `${(error as Error).message}\n  request: ${String(p)}\n  answer:  ${r.status} ${
+                JSON.stringify(r.headers)
+              } ${r.body.slice(0, 300)}`,
+            );
+          }
+        });
+      }),
+      runs(20),
+    );
   });
 
   it("malformed HTTP on a raw socket gets a 4xx or a closed connection, never a 5xx", async () => {
     const url = new URL(base);
-    const raw = (data: string) => new Promise<string>((resolve) => {
-      sent++;
-      const socket = connect(Number(url.port), url.hostname, () => socket.end(data));
-      let received = "";
-      socket.setEncoding("latin1");
-      socket.on("data", (chunk: string) => void (received += chunk));
-      socket.on("close", () => resolve(received));
-      socket.on("error", () => resolve(received));
-      socket.setTimeout(5000, () => socket.destroy());
-    });
+    const raw = (data: string) =>
+      new Promise<string>((resolve) => {
+        sent++;
+        const socket = connect(Number(url.port), url.hostname, () => socket.end(data));
+        let received = "";
+        socket.setEncoding("latin1");
+        socket.on("data", (chunk: string) => void (received += chunk));
+        socket.on("close", () => resolve(received));
+        socket.on("error", () => resolve(received));
+        socket.setTimeout(5000, () => socket.destroy());
+      });
     const requests = [
       "GET / HTTP/1.1\r\n\r\n", // no Host
       "GET / HTTP/1.0\r\n\r\n",
@@ -1208,7 +1979,15 @@ describe("fuzz: malformed requests against every endpoint", () => {
         if (chunked) headers["transfer-encoding"] = "chunked";
         let r: Reply;
         try {
-          r = await viaHttp({ client: "http", method: "POST", path, headers, body: big, note: "over the limit", verdict: "none" }, { agent: false });
+          r = await viaHttp({
+            client: "http",
+            method: "POST",
+            path,
+            headers,
+            body: big,
+            note: "over the limit",
+            verdict: "none",
+          }, { agent: false });
         } catch (error) {
           // The server may close before the client has written everything; then the answer can be lost.
           assert.match(String(error), /ECONNRESET|EPIPE|socket hang up/);
@@ -1223,37 +2002,89 @@ describe("fuzz: malformed requests against every endpoint", () => {
     }
     // Exactly at the limit is still read.
     sent++;
-    const fits = await viaHttp({ client: "http", method: "POST", path: "/mcp", headers: { "content-type": "application/json" }, body: JSON.stringify({ pad: "x".repeat(64 * 1024 - 10) }), note: "at the limit", verdict: "none" });
+    const fits = await viaHttp({
+      client: "http",
+      method: "POST",
+      path: "/mcp",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ pad: "x".repeat(64 * 1024 - 10) }),
+      note: "at the limit",
+      verdict: "none",
+    });
     assert.notEqual(fits.status, 413);
   });
 
   it("afterwards the server still completes a full valid flow: authorize → token → protected call → refresh", async () => {
     sent++;
-    const landing = await viaFetch({ client: "fetch", method: "GET", path: "/", headers: {}, note: "landing", verdict: "none" });
+    const landing = await viaFetch({
+      client: "fetch",
+      method: "GET",
+      path: "/",
+      headers: {},
+      note: "landing",
+      verdict: "none",
+    });
     assert.equal(landing.status, 200);
     const verifier = newVerifier();
-    const query = new URLSearchParams({ response_type: "code", client_id: dcrClientId, redirect_uri: REDIRECT_URI, code_challenge: s256(verifier), code_challenge_method: "S256", state: "after", resource: `${base}/mcp` });
+    const query = new URLSearchParams({
+      response_type: "code",
+      client_id: dcrClientId,
+      redirect_uri: REDIRECT_URI,
+      code_challenge: s256(verifier),
+      code_challenge_method: "S256",
+      state: "after",
+      resource: `${base}/mcp`,
+    });
     sent++;
-    const consent = await viaFetch({ client: "fetch", method: "GET", path: `/authorize?${query}`, headers: {}, note: "consent", verdict: "none" });
+    const consent = await viaFetch({
+      client: "fetch",
+      method: "GET",
+      path: `/authorize?${query}`,
+      headers: {},
+      note: "consent",
+      verdict: "none",
+    });
     assert.equal(consent.status, 200);
     const approve = /id="approve"[^>]*href="([^"]+)"|href="([^"]+)"[^>]*id="approve"/.exec(consent.body);
     const approveUrl = (approve?.[1] ?? approve?.[2] ?? "").replaceAll("&amp;", "&").replaceAll("&#38;", "&");
     assert.ok(approveUrl.startsWith(`${base}/authorize?`), `an Approve link: ${approveUrl}`);
     sent++;
-    const redirect = await viaFetch({ client: "fetch", method: "GET", path: approveUrl.slice(base.length), headers: {}, note: "approve", verdict: "none" });
+    const redirect = await viaFetch({
+      client: "fetch",
+      method: "GET",
+      path: approveUrl.slice(base.length),
+      headers: {},
+      note: "approve",
+      verdict: "none",
+    });
     assert.equal(redirect.status, 302);
     const back = new URL(redirect.headers.location ?? "");
     assert.equal(back.searchParams.get("state"), "after");
     const code = back.searchParams.get("code") ?? "";
     sent++;
-    const grant = await post("/token", new URLSearchParams({ grant_type: "authorization_code", code, code_verifier: verifier, client_id: dcrClientId, redirect_uri: REDIRECT_URI }).toString(), "application/x-www-form-urlencoded");
+    const grant = await post(
+      "/token",
+      new URLSearchParams({
+        grant_type: "authorization_code",
+        code,
+        code_verifier: verifier,
+        client_id: dcrClientId,
+        redirect_uri: REDIRECT_URI,
+      }).toString(),
+      "application/x-www-form-urlencoded",
+    );
     assert.equal(grant.status, 200, grant.body);
     const tokens = JSON.parse(grant.body) as { access_token: string; refresh_token: string };
     const secret = await callTool("get_secret", tokens.access_token);
     assert.equal(secret.status, 200, secret.body);
     assert.ok(secret.body.includes(secretMarker));
     sent++;
-    const refreshed = await post("/token", new URLSearchParams({ grant_type: "refresh_token", refresh_token: tokens.refresh_token, client_id: dcrClientId }).toString(), "application/x-www-form-urlencoded");
+    const refreshed = await post(
+      "/token",
+      new URLSearchParams({ grant_type: "refresh_token", refresh_token: tokens.refresh_token, client_id: dcrClientId })
+        .toString(),
+      "application/x-www-form-urlencoded",
+    );
     assert.equal(refreshed.status, 200, refreshed.body);
     const again = await callTool("get_secret", (JSON.parse(refreshed.body) as { access_token: string }).access_token);
     assert.equal(again.status, 200, again.body);

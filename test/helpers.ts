@@ -42,8 +42,15 @@ export function postForm(url: string, params: Record<string, string | undefined>
 }
 
 /** POST application/json; extra headers set to undefined are left out. */
-export function postJson(url: string, body: unknown, headers: Record<string, string | undefined> = {}): Promise<Answer> {
-  const sent: Record<string, string> = { "content-type": "application/json", accept: "application/json, text/event-stream" };
+export function postJson(
+  url: string,
+  body: unknown,
+  headers: Record<string, string | undefined> = {},
+): Promise<Answer> {
+  const sent: Record<string, string> = {
+    "content-type": "application/json",
+    accept: "application/json, text/event-stream",
+  };
   for (const [name, value] of Object.entries(headers)) {
     if (value === undefined) delete sent[name.toLowerCase()];
     else sent[name.toLowerCase()] = value;
@@ -52,7 +59,11 @@ export function postJson(url: string, body: unknown, headers: Record<string, str
 }
 
 /** One JSON-RPC message to `<base>/mcp`, with a bearer token when given. */
-export function rpc(base: string, message: unknown, options: { token?: string; headers?: Record<string, string | undefined> } = {}) {
+export function rpc(
+  base: string,
+  message: unknown,
+  options: { token?: string; headers?: Record<string, string | undefined> } = {},
+) {
   const authorization = options.token === undefined ? undefined : `Bearer ${options.token}`;
   return postJson(`${base}/mcp`, message, { authorization, ...options.headers });
 }
@@ -109,7 +120,13 @@ export async function authorizeCode(base: string, options: AuthorizeOptions = {}
   const back = new URL(location);
   const code = back.searchParams.get("code");
   if (!code) throw new Error(`/authorize redirected without a code: ${location}`);
-  return { code, verifier: pkce.verifier, clientId: options.clientId ?? CLIENT_ID, redirectUri: options.redirectUri ?? REDIRECT_URI, location: back };
+  return {
+    code,
+    verifier: pkce.verifier,
+    clientId: options.clientId ?? CLIENT_ID,
+    redirectUri: options.redirectUri ?? REDIRECT_URI,
+    location: back,
+  };
 }
 
 export interface Tokens {

@@ -9,13 +9,13 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import process from "node:process";
 import { createClient } from "redis";
-import { startCluster, type Cluster } from "../examples/multi-instance.ts";
+import { type Cluster, startCluster } from "../examples/multi-instance.ts";
 
 const CLIENT_ID = "http://127.0.0.1:1/cimd"; // a Client ID Metadata Document URL (not fetched by the demo)
 const REDIRECT_URI = "http://127.0.0.1:1/cb";
@@ -24,10 +24,14 @@ const redisInstalled = spawnSync("redis-server", ["--version"], { stdio: "ignore
 
 if (!redisInstalled && process.env.CI) {
   test("redis-server is installed (required when CI is set)", () => {
-    assert.fail("redis-server is not on PATH: install it (apt-get install -y redis-server) to run the multi-instance tests");
+    assert.fail(
+      "redis-server is not on PATH: install it (apt-get install -y redis-server) to run the multi-instance tests",
+    );
   });
 } else if (!redisInstalled) {
-  test("multi-instance tests", { skip: "redis-server not found on PATH; install it to run them (apt-get install -y redis-server)" }, () => {});
+  test("multi-instance tests", {
+    skip: "redis-server not found on PATH; install it to run them (apt-get install -y redis-server)",
+  }, () => {});
 } else {
   describe("two instances sharing one Redis", () => {
     let redis: RedisProcess;
@@ -115,7 +119,11 @@ if (!redisInstalled && process.env.CI) {
         const answers = await Promise.all(
           Array.from({ length: 16 }, (_, i) => redeemCode(i % 2 ? A : B, code, verifier)),
         );
-        assert.equal(answers.filter((a) => a.status === 200).length, 1, `round ${round}: ${answers.map((a) => a.status)}`);
+        assert.equal(
+          answers.filter((a) => a.status === 200).length,
+          1,
+          `round ${round}: ${answers.map((a) => a.status)}`,
+        );
         for (const refused of answers.filter((a) => a.status !== 200)) {
           assert.equal(refused.status, 400);
           assert.equal(refused.body.error, "invalid_grant");
@@ -130,7 +138,11 @@ if (!redisInstalled && process.env.CI) {
         const answers = await Promise.all(
           Array.from({ length: 16 }, (_, i) => refresh(i % 2 ? A : B, tokens.refresh_token)),
         );
-        assert.equal(answers.filter((a) => a.status === 200).length, 1, `round ${round}: ${answers.map((a) => a.status)}`);
+        assert.equal(
+          answers.filter((a) => a.status === 200).length,
+          1,
+          `round ${round}: ${answers.map((a) => a.status)}`,
+        );
         assert.ok(answers.every((a) => a.status === 200 || a.body.error === "invalid_grant"));
       }
     });
@@ -274,8 +286,13 @@ async function authorize(base: string): Promise<{ code: string; verifier: string
   const verifier = randomBytes(32).toString("base64url");
   const challenge = createHash("sha256").update(verifier).digest("base64url");
   const query = new URLSearchParams({
-    response_type: "code", client_id: CLIENT_ID, redirect_uri: REDIRECT_URI,
-    code_challenge: challenge, code_challenge_method: "S256", state: "s", approved: "1",
+    response_type: "code",
+    client_id: CLIENT_ID,
+    redirect_uri: REDIRECT_URI,
+    code_challenge: challenge,
+    code_challenge_method: "S256",
+    state: "s",
+    approved: "1",
   });
   const response = await fetch(`${base}/authorize?${query}`, { redirect: "manual" });
   await response.body?.cancel();
@@ -318,7 +335,9 @@ function freePort(): Promise<number> {
     const probe = createServer();
     probe.once("error", reject).listen(0, "127.0.0.1", () => {
       const address = probe.address();
-      probe.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
+      probe.close(
+        () => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))),
+      );
     });
   });
 }

@@ -45,7 +45,9 @@ async function callTool(mcpUrl: URL, accessToken: string, tool: string): Promise
 
 async function toolResultText(response: Response): Promise<string> {
   assert.equal(response.status, 200);
-  const message = (await response.json()) as { result?: { content?: { type: string; text: string }[]; isError?: boolean } };
+  const message = (await response.json()) as {
+    result?: { content?: { type: string; text: string }[]; isError?: boolean };
+  };
   assert.ok(message.result, "a JSON-RPC result");
   assert.notEqual(message.result.isError, true);
   return (message.result.content ?? []).map((block) => block.text).join("\n");
@@ -65,7 +67,10 @@ describe("oauth4webapi against the lazy-auth server", () => {
   after(() => srv?.close());
 
   it("discovers the authorization server (RFC 8414) and its issuer checks out", async () => {
-    as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { algorithm: "oauth2", ...loopback }));
+    as = await oauth.processDiscoveryResponse(
+      issuer,
+      await oauth.discoveryRequest(issuer, { algorithm: "oauth2", ...loopback }),
+    );
     assert.equal(as.issuer, srv.url);
     assert.equal(as.authorization_endpoint, `${srv.url}/authorize`);
     assert.equal(as.token_endpoint, `${srv.url}/token`);
@@ -75,13 +80,20 @@ describe("oauth4webapi against the lazy-auth server", () => {
     // The issuer check is live: the same document, expected from another issuer, is refused.
     const elsewhere = new URL("http://127.0.0.2:1/");
     await assert.rejects(
-      oauth.processDiscoveryResponse(elsewhere, await oauth.discoveryRequest(issuer, { algorithm: "oauth2", ...loopback })),
-      (error: unknown) => error instanceof oauth.OperationProcessingError && error.code === oauth.JSON_ATTRIBUTE_COMPARISON,
+      oauth.processDiscoveryResponse(
+        elsewhere,
+        await oauth.discoveryRequest(issuer, { algorithm: "oauth2", ...loopback }),
+      ),
+      (error: unknown) =>
+        error instanceof oauth.OperationProcessingError && error.code === oauth.JSON_ATTRIBUTE_COMPARISON,
     );
   });
 
   it("discovers the protected resource (RFC 9728) for /mcp", async () => {
-    const prm = await oauth.processResourceDiscoveryResponse(mcpUrl, await oauth.resourceDiscoveryRequest(mcpUrl, loopback));
+    const prm = await oauth.processResourceDiscoveryResponse(
+      mcpUrl,
+      await oauth.resourceDiscoveryRequest(mcpUrl, loopback),
+    );
     assert.equal(prm.resource, mcpUrl.href);
     assert.deepEqual(prm.authorization_servers, [as.issuer]);
     assert.deepEqual(prm.bearer_methods_supported, ["header"]);
@@ -126,33 +138,55 @@ describe("oauth4webapi against the lazy-auth server", () => {
         const verifier = oauth.generateRandomCodeVerifier();
         const state = oauth.generateRandomState();
         const authorizationUrl = new URL(as.authorization_endpoint!);
-        for (const [name, value] of Object.entries({
-          response_type: "code",
-          client_id: client.client_id,
-          redirect_uri: REDIRECT_URL,
-          code_challenge: await oauth.calculatePKCECodeChallenge(verifier),
-          code_challenge_method: "S256",
-          scope: "mcp",
-          state,
-          ...resource(),
-        })) {
+        for (
+          const [name, value] of Object.entries({
+            response_type: "code",
+            client_id: client.client_id,
+            redirect_uri: REDIRECT_URL,
+            code_challenge: await oauth.calculatePKCECodeChallenge(verifier),
+            code_challenge_method: "S256",
+            scope: "mcp",
+            state,
+            ...resource(),
+          })
+        ) {
           authorizationUrl.searchParams.set(name, value);
         }
         const callback = await approveAsUser(authorizationUrl);
 
         const tampered = new URL(callback);
         tampered.searchParams.set("iss", "https://attacker.example");
-        assert.throws(() => oauth.validateAuthResponse(as, client, tampered, state), oauth.OperationProcessingError, "another issuer's iss");
+        assert.throws(
+          () => oauth.validateAuthResponse(as, client, tampered, state),
+          oauth.OperationProcessingError,
+          "another issuer's iss",
+        );
         const missing = new URL(callback);
         missing.searchParams.delete("iss");
-        assert.throws(() => oauth.validateAuthResponse(as, client, missing, state), oauth.OperationProcessingError, "no iss");
-        assert.throws(() => oauth.validateAuthResponse(as, client, callback, "another-state"), oauth.OperationProcessingError, "wrong state");
+        assert.throws(
+          () => oauth.validateAuthResponse(as, client, missing, state),
+          oauth.OperationProcessingError,
+          "no iss",
+        );
+        assert.throws(
+          () => oauth.validateAuthResponse(as, client, callback, "another-state"),
+          oauth.OperationProcessingError,
+          "wrong state",
+        );
         const params = oauth.validateAuthResponse(as, client, callback, state);
 
-        const response = await oauth.authorizationCodeGrantRequest(as, client, clientAuth, params, REDIRECT_URL, verifier, {
-          additionalParameters: resource(),
-          ...loopback,
-        });
+        const response = await oauth.authorizationCodeGrantRequest(
+          as,
+          client,
+          clientAuth,
+          params,
+          REDIRECT_URL,
+          verifier,
+          {
+            additionalParameters: resource(),
+            ...loopback,
+          },
+        );
         assert.equal(response.headers.get("cache-control"), "no-store");
         tokens = await oauth.processAuthorizationCodeResponse(as, client, response);
         assert.equal(tokens.token_type, "bearer");
@@ -162,19 +196,31 @@ describe("oauth4webapi against the lazy-auth server", () => {
       });
 
       it("the access token opens get_secret at /mcp", async () => {
-        assert.match(await toolResultText(await callTool(mcpUrl, tokens.access_token, "get_secret")), /The secret is: .+/);
+        assert.match(
+          await toolResultText(await callTool(mcpUrl, tokens.access_token, "get_secret")),
+          /The secret is: .+/,
+        );
         const whoami = await toolResultText(await callTool(mcpUrl, tokens.access_token, "whoami"));
         assert.ok(whoami.includes(client.client_id), "whoami names the client the token was issued to");
       });
 
       it("refreshes (rotation): the new access token works, and the spent refresh token is refused", async () => {
         const spent = tokens.refresh_token!;
-        const response = await oauth.refreshTokenGrantRequest(as, client, clientAuth, spent, { additionalParameters: resource(), ...loopback });
+        const response = await oauth.refreshTokenGrantRequest(as, client, clientAuth, spent, {
+          additionalParameters: resource(),
+          ...loopback,
+        });
         tokens = await oauth.processRefreshTokenResponse(as, client, response);
         assert.ok(tokens.refresh_token && tokens.refresh_token !== spent, "a new refresh token");
-        assert.match(await toolResultText(await callTool(mcpUrl, tokens.access_token, "get_secret")), /The secret is: .+/);
+        assert.match(
+          await toolResultText(await callTool(mcpUrl, tokens.access_token, "get_secret")),
+          /The secret is: .+/,
+        );
 
-        const replay = await oauth.refreshTokenGrantRequest(as, client, clientAuth, spent, { additionalParameters: resource(), ...loopback });
+        const replay = await oauth.refreshTokenGrantRequest(as, client, clientAuth, spent, {
+          additionalParameters: resource(),
+          ...loopback,
+        });
         await assert.rejects(oauth.processRefreshTokenResponse(as, client, replay), (error: unknown) => {
           assert.ok(error instanceof oauth.ResponseBodyError);
           assert.equal(error.status, 400);

@@ -12,10 +12,10 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { request, type IncomingMessage } from "node:http";
+import { type IncomingMessage, request } from "node:http";
 import { createHash, randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
-import { MemoryStore, startServer, type RunningServer, type SingleUseStore } from "../server.ts";
+import { MemoryStore, type RunningServer, type SingleUseStore, startServer } from "../server.ts";
 
 const REDIRECT_URI = "http://127.0.0.1:9/cb";
 
@@ -24,7 +24,10 @@ interface Reply {
   headers: Record<string, string>;
   body: string;
 }
-interface Grant { access_token: string; refresh_token: string }
+interface Grant {
+  access_token: string;
+  refresh_token: string;
+}
 
 /** A store whose every answer comes after 0–4 ms, each operation still atomic: a networked store's timing. */
 class SlowStore implements SingleUseStore {
@@ -65,7 +68,11 @@ for (const [storeName, makeStore] of stores) {
 
     // ─── HTTP, one connection per request ────────────────────────────────────────────────────────
 
-    interface Held { path: string; headers: Record<string, string>; body: string }
+    interface Held {
+      path: string;
+      headers: Record<string, string>;
+      body: string;
+    }
 
     function send(method: string, path: string, headers: Record<string, string>, body?: string): Promise<Reply> {
       return released([{ path, headers, body: body ?? "" }], method).then(([reply]) => reply);
@@ -83,8 +90,16 @@ for (const [storeName, makeStore] of stores) {
         const held = requests.map(({ path, headers, body }) => {
           const bytes = Buffer.from(body);
           const req = request({
-            host: url.hostname, port: url.port, method, path, agent: false,
-            headers: { ...headers, "x-test-group": group, ...(method === "POST" && { "content-length": String(bytes.length) }) },
+            host: url.hostname,
+            port: url.port,
+            method,
+            path,
+            agent: false,
+            headers: {
+              ...headers,
+              "x-test-group": group,
+              ...(method === "POST" && { "content-length": String(bytes.length) }),
+            },
           });
           const answer = new Promise<Reply>((resolve, reject) => {
             req.on("response", (res) => {
@@ -92,7 +107,9 @@ for (const [storeName, makeStore] of stores) {
               res.on("data", (chunk: Buffer) => void chunks.push(chunk));
               res.on("end", () => {
                 const flat: Record<string, string> = {};
-                for (const [name, value] of Object.entries(res.headers)) if (typeof value === "string") flat[name] = value;
+                for (const [name, value] of Object.entries(res.headers)) {
+                  if (typeof value === "string") flat[name] = value;
+                }
                 resolve({ status: res.statusCode ?? 0, headers: flat, body: Buffer.concat(chunks).toString("utf8") });
               });
               res.on("error", reject);
@@ -109,7 +126,9 @@ for (const [storeName, makeStore] of stores) {
         const deadline = Date.now() + 5000;
         const arrived = () => arrivals.get(group) ?? 0;
         while (method === "POST" && arrived() < requests.length && Date.now() < deadline) await sleep(2);
-        if (method === "POST") assert.equal(arrived(), requests.length, "every request is parked in the server before the release");
+        if (method === "POST") {
+          assert.equal(arrived(), requests.length, "every request is parked in the server before the release");
+        }
         for (const { release } of held) release();
         return await Promise.all(held.map(({ answer }) => answer));
       } finally {
@@ -128,9 +147,14 @@ for (const [storeName, makeStore] of stores) {
     async function newCode(): Promise<{ code: string; verifier: string }> {
       const verifier = randomBytes(32).toString("base64url");
       const query = new URLSearchParams({
-        response_type: "code", client_id: clientId, redirect_uri: REDIRECT_URI, state: "race",
-        code_challenge: createHash("sha256").update(verifier).digest("base64url"), code_challenge_method: "S256",
-        resource: `${base}/mcp`, approved: "1",
+        response_type: "code",
+        client_id: clientId,
+        redirect_uri: REDIRECT_URI,
+        state: "race",
+        code_challenge: createHash("sha256").update(verifier).digest("base64url"),
+        code_challenge_method: "S256",
+        resource: `${base}/mcp`,
+        approved: "1",
       });
       const r = await send("GET", `/authorize?${query}`, {});
       assert.equal(r.status, 302, r.body);
@@ -139,8 +163,10 @@ for (const [storeName, makeStore] of stores) {
       return { code, verifier };
     }
 
-    const exchangeRequest = (code: string, verifier: string) => form({ grant_type: "authorization_code", code, code_verifier: verifier, client_id: clientId });
-    const refreshRequest = (refreshToken: string) => form({ grant_type: "refresh_token", refresh_token: refreshToken, client_id: clientId });
+    const exchangeRequest = (code: string, verifier: string) =>
+      form({ grant_type: "authorization_code", code, code_verifier: verifier, client_id: clientId });
+    const refreshRequest = (refreshToken: string) =>
+      form({ grant_type: "refresh_token", refresh_token: refreshToken, client_id: clientId });
 
     async function signIn(): Promise<Grant> {
       const { code, verifier } = await newCode();
@@ -150,11 +176,16 @@ for (const [storeName, makeStore] of stores) {
     }
 
     function callTool(name: string, accessToken: string): Promise<Reply> {
-      return send("POST", "/mcp", { "content-type": "application/json", authorization: `Bearer ${accessToken}` },
-        JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name, arguments: {} } }));
+      return send(
+        "POST",
+        "/mcp",
+        { "content-type": "application/json", authorization: `Bearer ${accessToken}` },
+        JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name, arguments: {} } }),
+      );
     }
 
-    const grantsOf = (replies: Reply[]) => replies.filter((r) => r.status === 200).map((r) => JSON.parse(r.body) as Grant);
+    const grantsOf = (replies: Reply[]) =>
+      replies.filter((r) => r.status === 200).map((r) => JSON.parse(r.body) as Grant);
 
     function assertInvalidGrant(r: Reply) {
       assert.equal(r.status, 400, r.body);
@@ -179,7 +210,12 @@ for (const [storeName, makeStore] of stores) {
         const group = req.headers["x-test-group"];
         if (typeof group === "string" && arrivals.has(group)) arrivals.set(group, (arrivals.get(group) ?? 0) + 1);
       });
-      const r = await send("POST", "/register", { "content-type": "application/json" }, JSON.stringify({ redirect_uris: [REDIRECT_URI], client_name: "race" }));
+      const r = await send(
+        "POST",
+        "/register",
+        { "content-type": "application/json" },
+        JSON.stringify({ redirect_uris: [REDIRECT_URI], client_name: "race" }),
+      );
       assert.equal(r.status, 201, r.body);
       clientId = (JSON.parse(r.body) as { client_id: string }).client_id;
     });
@@ -225,7 +261,12 @@ for (const [storeName, makeStore] of stores) {
     it("an attacker's replay (wrong verifier, another client) racing the real exchange: whatever was granted is revoked (20 rounds)", async () => {
       for (let round = 0; round < 20; round++) {
         const { code, verifier } = await newCode();
-        const attacker = form({ grant_type: "authorization_code", code, code_verifier: randomBytes(32).toString("base64url"), client_id: "https://attacker.example/client.json" });
+        const attacker = form({
+          grant_type: "authorization_code",
+          code,
+          code_verifier: randomBytes(32).toString("base64url"),
+          client_id: "https://attacker.example/client.json",
+        });
         const legit = exchangeRequest(code, verifier);
         const replies = await released(round % 2 ? [attacker, legit] : [legit, attacker]);
         const attackerReply = replies[round % 2 ? 0 : 1];
@@ -240,7 +281,10 @@ for (const [storeName, makeStore] of stores) {
         const [exchanged] = await released([exchangeRequest(code, verifier)]);
         assert.equal(exchanged.status, 200, exchanged.body);
         const first = JSON.parse(exchanged.body) as Grant;
-        const [refreshed, replayed] = await released([refreshRequest(first.refresh_token), exchangeRequest(code, verifier)]);
+        const [refreshed, replayed] = await released([
+          refreshRequest(first.refresh_token),
+          exchangeRequest(code, verifier),
+        ]);
         assertInvalidGrant(replayed);
         await assertSessionDead(first, `round ${round}, first tokens`);
         for (const grant of grantsOf([refreshed])) await assertSessionDead(grant, `round ${round}, refreshed tokens`);
@@ -253,7 +297,12 @@ for (const [storeName, makeStore] of stores) {
         const revoke = {
           path: "/mcp",
           headers: { "content-type": "application/json", authorization: `Bearer ${first.access_token}` },
-          body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "revoke_auth_token", arguments: {} } }),
+          body: JSON.stringify({
+            jsonrpc: "2.0",
+            id: 1,
+            method: "tools/call",
+            params: { name: "revoke_auth_token", arguments: {} },
+          }),
         };
         const [revoked, refreshed] = await released([revoke, refreshRequest(first.refresh_token)]);
         assert.equal(revoked.status, 200, revoked.body);

@@ -7,11 +7,17 @@
 import assert from "node:assert/strict";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { UnauthorizedError, type OAuthClientProvider, type OAuthDiscoveryState } from "@modelcontextprotocol/sdk/client/auth.js";
+import {
+  type OAuthClientProvider,
+  type OAuthDiscoveryState,
+  UnauthorizedError,
+} from "@modelcontextprotocol/sdk/client/auth.js";
 import type { OAuthClientInformationMixed, OAuthTokens } from "@modelcontextprotocol/sdk/shared/auth.js";
-import { describeLazyAuthFlow, toolText, type ClientContext, type ClientUnderTest } from "./clients.ts";
+import { type ClientContext, type ClientUnderTest, describeLazyAuthFlow, toolText } from "./clients.ts";
 
-function sdkV1Client({ mcpUrl, provider, fetchLog }: ClientContext<OAuthTokens, OAuthClientInformationMixed, OAuthDiscoveryState>): ClientUnderTest {
+function sdkV1Client(
+  { mcpUrl, provider, fetchLog }: ClientContext<OAuthTokens, OAuthClientInformationMixed, OAuthDiscoveryState>,
+): ClientUnderTest {
   const authProvider: OAuthClientProvider = provider;
   const client = new Client({ name: "interop-sdk-v1", version: "1.0.0" });
   const transport = new StreamableHTTPClientTransport(mcpUrl, { authProvider, fetch: fetchLog.fetch });
@@ -26,13 +32,20 @@ function sdkV1Client({ mcpUrl, provider, fetchLog }: ClientContext<OAuthTokens, 
 }
 
 function handshakeEra(_client: ClientUnderTest, fetchLog: { mcpMethods(): string[] }) {
-  assert.deepEqual(fetchLog.mcpMethods().slice(0, 2), ["initialize", "notifications/initialized"], "the 2025 handshake");
+  assert.deepEqual(
+    fetchLog.mcpMethods().slice(0, 2),
+    ["initialize", "notifications/initialized"],
+    "the 2025 handshake",
+  );
 }
 
 for (const cimd of [true, false]) {
-  describeLazyAuthFlow(`@modelcontextprotocol/sdk 1.x, handshake era, ${cimd ? "Client ID Metadata Document" : "dynamic registration"}`, {
-    cimd,
-    makeClient: sdkV1Client,
-    afterConnect: handshakeEra,
-  });
+  describeLazyAuthFlow(
+    `@modelcontextprotocol/sdk 1.x, handshake era, ${cimd ? "Client ID Metadata Document" : "dynamic registration"}`,
+    {
+      cimd,
+      makeClient: sdkV1Client,
+      afterConnect: handshakeEra,
+    },
+  );
 }

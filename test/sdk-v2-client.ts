@@ -5,15 +5,15 @@
 import {
   Client,
   IssuerMismatchError,
-  StreamableHTTPClientTransport,
-  UnauthorizedError,
   type OAuthClientProvider,
   type OAuthDiscoveryState,
   type StoredOAuthClientInformation,
   type StoredOAuthTokens,
+  StreamableHTTPClientTransport,
+  UnauthorizedError,
   type VersionNegotiationMode,
 } from "@modelcontextprotocol/client";
-import { toolText, type ClientContext, type ClientUnderTest } from "./clients.ts";
+import { type ClientContext, type ClientUnderTest, toolText } from "./clients.ts";
 
 export type SdkV2Context = ClientContext<StoredOAuthTokens, StoredOAuthClientInformation, OAuthDiscoveryState>;
 
@@ -22,9 +22,15 @@ export interface SdkV2ClientUnderTest extends ClientUnderTest {
 }
 
 /** A 2.x client with the test provider; `mode` is the version negotiation (the SDK's default is "legacy"). */
-export function sdkV2Client({ mcpUrl, provider, fetchLog }: SdkV2Context, mode?: VersionNegotiationMode): SdkV2ClientUnderTest {
+export function sdkV2Client(
+  { mcpUrl, provider, fetchLog }: SdkV2Context,
+  mode?: VersionNegotiationMode,
+): SdkV2ClientUnderTest {
   const authProvider: OAuthClientProvider = provider;
-  const client = new Client({ name: "interop-sdk-v2", version: "2.0.0" }, mode === undefined ? {} : { versionNegotiation: { mode } });
+  const client = new Client(
+    { name: "interop-sdk-v2", version: "2.0.0" },
+    mode === undefined ? {} : { versionNegotiation: { mode } },
+  );
   const transport = new StreamableHTTPClientTransport(mcpUrl, { authProvider, fetch: fetchLog.fetch });
   const code = (callback: URL) => callback.searchParams.get("code") ?? "";
   return {

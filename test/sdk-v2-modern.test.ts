@@ -22,13 +22,19 @@ function modernEra(client: SdkV2ClientUnderTest, fetchLog: FetchLog) {
   assert.equal(probe.status, 200);
 }
 
-const modes: [string, VersionNegotiationMode][] = [[`pinned to ${MODERN}`, { pin: MODERN }], ["auto negotiation", "auto"]];
+const modes: [string, VersionNegotiationMode][] = [[`pinned to ${MODERN}`, { pin: MODERN }], [
+  "auto negotiation",
+  "auto",
+]];
 for (const [label, mode] of modes) {
   for (const cimd of [true, false]) {
-    describeLazyAuthFlow(`@modelcontextprotocol/client 2.x, ${label}, ${cimd ? "Client ID Metadata Document" : "dynamic registration"}`, {
-      cimd,
-      makeClient: (context: SdkV2Context) => sdkV2Client(context, mode),
-      afterConnect: (client, fetchLog) => modernEra(client as SdkV2ClientUnderTest, fetchLog),
-    });
+    describeLazyAuthFlow(
+      `@modelcontextprotocol/client 2.x, ${label}, ${cimd ? "Client ID Metadata Document" : "dynamic registration"}`,
+      {
+        cimd,
+        makeClient: (context: SdkV2Context) => sdkV2Client(context, mode),
+        afterConnect: (client, fetchLog) => modernEra(client as SdkV2ClientUnderTest, fetchLog),
+      },
+    );
   }
 }

@@ -8,15 +8,24 @@ import { describeLazyAuthFlow, type FetchLog } from "./clients.ts";
 import { sdkV2Client, type SdkV2ClientUnderTest, type SdkV2Context } from "./sdk-v2-client.ts";
 
 function handshakeEra(client: SdkV2ClientUnderTest, fetchLog: FetchLog) {
-  assert.deepEqual(fetchLog.mcpMethods().slice(0, 2), ["initialize", "notifications/initialized"], "the 2025 handshake, no discover probe");
+  assert.deepEqual(
+    fetchLog.mcpMethods().slice(0, 2),
+    ["initialize", "notifications/initialized"],
+    "the 2025 handshake, no discover probe",
+  );
   assert.equal(client.client.getProtocolEra(), "legacy");
   assert.equal(client.client.getNegotiatedProtocolVersion(), "2025-11-25");
 }
 
 for (const cimd of [true, false]) {
-  describeLazyAuthFlow(`@modelcontextprotocol/client 2.x, default (handshake) negotiation, ${cimd ? "Client ID Metadata Document" : "dynamic registration"}`, {
-    cimd,
-    makeClient: (context: SdkV2Context) => sdkV2Client(context),
-    afterConnect: (client, fetchLog) => handshakeEra(client as SdkV2ClientUnderTest, fetchLog),
-  });
+  describeLazyAuthFlow(
+    `@modelcontextprotocol/client 2.x, default (handshake) negotiation, ${
+      cimd ? "Client ID Metadata Document" : "dynamic registration"
+    }`,
+    {
+      cimd,
+      makeClient: (context: SdkV2Context) => sdkV2Client(context),
+      afterConnect: (client, fetchLog) => handshakeEra(client as SdkV2ClientUnderTest, fetchLog),
+    },
+  );
 }
