@@ -198,7 +198,7 @@ function linkHref(html: string, label: string): URL {
 }
 
 /** A GET with an explicit Host header (fetch does not let one set it). */
-function getWithHost(path: string, host: string): Promise<{ status: number; json: any }> {
+function getWithHost(path: string, host: string): Promise<{ status: number; json: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
     const url = new URL(path, base);
     const outgoing = httpRequest(
@@ -222,7 +222,7 @@ describe("The lazy flow", () => {
   const clientName = "<script>alert('name')</script>";
   const pkce = pkcePair();
   let resourceMetadataUrl = "";
-  let authorizationServer: Record<string, any> = {};
+  let authorizationServer = { issuer: "", authorization_endpoint: "", registration_endpoint: "" };
   let clientId = "";
   let approve: URL;
   let code = "";
@@ -243,6 +243,7 @@ describe("The lazy flow", () => {
     assert.deepEqual(list.json.result.tools.map((tool: { name: string }) => tool.name).sort(), [
       "get_secret",
       "revoke_auth_token",
+      "show_auth_button",
       "whoami",
     ]);
     const whoami = await callTool(base, "whoami");
@@ -1315,7 +1316,7 @@ describe("/mcp", () => {
   });
 
   test("An unknown method → -32601", async () => {
-    assertRpcError(await rpc(base, { jsonrpc: "2.0", id: 1, method: "resources/list" }), 200, -32601);
+    assertRpcError(await rpc(base, { jsonrpc: "2.0", id: 1, method: "prompts/list" }), 200, -32601);
     assertRpcError(await rpc(base, { jsonrpc: "2.0", id: 1, method: "server/discover" }), 200, -32601);
   });
 
@@ -1451,7 +1452,7 @@ describe("/mcp in the 2026-07-28 era", () => {
     assert.equal(typeof result._meta["io.modelcontextprotocol/serverInfo"].version, "string");
   });
 
-  test("tools/list → resultType complete, ttlMs and cacheScope, and the three tools with object input schemas", async () => {
+  test("tools/list → resultType complete, ttlMs and cacheScope, and every tool with an object input schema", async () => {
     const answer = await modern("tools/list");
     assertRpcResult(answer);
     const result = answer.json.result;
@@ -1461,6 +1462,7 @@ describe("/mcp in the 2026-07-28 era", () => {
     assert.deepEqual(result.tools.map((tool: { name: string }) => tool.name).sort(), [
       "get_secret",
       "revoke_auth_token",
+      "show_auth_button",
       "whoami",
     ]);
     for (const tool of result.tools) assert.equal(tool.inputSchema.type, "object");
@@ -1567,7 +1569,7 @@ describe("/mcp in the 2026-07-28 era", () => {
   });
 
   test("An unknown method → 404 -32601", async () => {
-    assertRpcError(await modern("resources/list"), 404, -32601);
+    assertRpcError(await modern("prompts/list"), 404, -32601);
   });
 
   test("initialize inside a 2026-07-28 envelope → 404 -32601", async () => {

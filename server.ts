@@ -17,7 +17,7 @@ import { clearTimeout, setTimeout } from "node:timers"; // node:timers so `.unre
 import { fileURLToPath } from "node:url";
 import { type JWTPayload, jwtVerify, SignJWT } from "jose";
 
-// ─── Config ──────────────────────────────────────────────────────────────────────────────────────
+// ─── Config ──────────────────────────────
 
 export interface ServerOptions {
   port?: number; // PORT, default 3097; 0 picks a free port (tests)
@@ -59,7 +59,7 @@ function numberFrom(name: string, raw: string | undefined, fallback: number, min
   throw new ConfigError(`${name} must be a whole number from ${min} to ${max}, got "${raw}"`);
 }
 
-// ─── Token kinds ─────────────────────────────────────────────────────────────────────────────────
+// ─── Token kinds ─────────────────────────
 // Every token is a JWT under one key, so each kind gets its own `typ` header and is verified against
 // exactly that `typ`: a refresh token or a code can never pass as an access token (RFC 8725 §3.11).
 
@@ -80,7 +80,7 @@ const nowSeconds = () => Math.floor(Date.now() / 1000);
 const secondsFromNow = (seconds: number) => Math.ceil(Date.now() / 1000) + seconds;
 const randomId = () => randomBytes(16).toString("base64url");
 
-// ─── The single-use memory ───────────────────────────────────────────────────────────────────────
+// ─── The single-use memory ───────────────
 
 /** The state every instance must share: spent code / refresh-token IDs and revoked sessions. */
 export interface SingleUseStore {
@@ -138,7 +138,7 @@ function failClosed(store: SingleUseStore): SingleUseStore {
   };
 }
 
-// ─── The server ──────────────────────────────────────────────────────────────────────────────────
+// ─── The server ──────────────────────────
 
 export interface RunningServer {
   url: string; // base URL on loopback, e.g. http://127.0.0.1:3097
@@ -200,7 +200,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
     sendJson(res, status, { error, error_description: description });
   }
 
-  // ─── /authorize ────────────────────────────────────────────────────────────────────────────────
+  // ─── /authorize ────────────────────────
   // Until client and redirect_uri are trusted, every error is a 400 shown here, never a redirect
   // (RFC 6749 §4.1.2.1): redirecting to an unchecked URI would make this server an open redirector.
 
@@ -340,7 +340,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
 <script>for (const a of document.querySelectorAll("[role=button]")) a.onkeydown = (k) => { if (k.key === " ") { k.preventDefault(); a.click(); } };</script></body></html>`;
   }
 
-  // ─── /token ────────────────────────────────────────────────────────────────────────────────────
+  // ─── /token ────────────────────────────
   // Every answer carries Cache-Control: no-store (RFC 6749 §5.1, set in route() so that 405 and 413 have
   // it too); every error is {error, error_description}.
 
@@ -466,7 +466,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     return repeated ? `${repeated} is repeated` : Object.fromEntries(form);
   }
 
-  // ─── /register ─────────────────────────────────────────────────────────────────────────────────
+  // ─── /register ─────────────────────────
   // Stateless dynamic client registration (RFC 7591): the client_id returned is itself a signed token
   // carrying the registered redirect URIs, so /authorize can hold a client to them with nothing stored.
   // MCP 2026-07-28 prefers Client ID Metadata Documents; this stays as the path for hosts that register.
@@ -531,7 +531,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     });
   }
 
-  // ─── Discovery metadata ────────────────────────────────────────────────────────────────────────
+  // ─── Discovery metadata ────────────────
 
   /** RFC 8414 §2: where the endpoints are and what this authorization server insists on. */
   function authorizationServerMetadata(req: IncomingMessage, res: ServerResponse) {
@@ -562,7 +562,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     });
   }
 
-  // ─── /mcp ──────────────────────────────────────────────────────────────────────────────────────
+  // ─── /mcp ──────────────────────────────
   // MCP Streamable HTTP with JSON responses and no sessions: every POST stands alone.
 
   const noArguments = { type: "object", properties: {}, additionalProperties: false };
@@ -576,11 +576,18 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
       name: "get_secret",
       description: "Returns the secret. Protected: calling it without a token starts the OAuth flow.",
       inputSchema: noArguments,
+      _meta: appMeta(SECRET_APP_URI),
     },
     {
       name: "revoke_auth_token",
       description: "Protected: ends the caller's session; its access and refresh tokens stop working.",
       inputSchema: noArguments,
+    },
+    {
+      name: "show_auth_button",
+      description: "Shows a small app with an Auth me button (calls get_secret) and a Revoke token button.",
+      inputSchema: noArguments,
+      _meta: appMeta(AUTH_BUTTON_APP_URI),
     },
   ];
   const PROTECTED_TOOLS = new Set(["get_secret", "revoke_auth_token"]);
@@ -683,11 +690,13 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
         message: `Header mismatch: Mcp-Method is ${quote(methodHeader)}, the body calls ${quote(method)}`,
       };
     }
+    // Mcp-Name mirrors the tool name on tools/call and the URI on resources/read.
+    const named = method === "tools/call" ? params.name : params.uri;
     const nameHeader = decodeHeaderValue(req.headers["mcp-name"]);
-    if (method === "tools/call" && nameHeader !== params.name) {
+    if ((method === "tools/call" || method === "resources/read") && nameHeader !== named) {
       return {
         code: -32020,
-        message: `Header mismatch: Mcp-Name is ${quote(nameHeader)}, the body names ${quote(params.name)}`,
+        message: `Header mismatch: Mcp-Name is ${quote(nameHeader)}, the body names ${quote(named)}`,
       };
     }
     return undefined;
@@ -733,7 +742,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
       return {
         result: {
           supportedVersions: ALL_VERSIONS,
-          capabilities: { tools: {} },
+          capabilities: CAPABILITIES,
           instructions: INSTRUCTIONS,
           ...cacheHint,
           _meta: serverInfo,
@@ -748,12 +757,14 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
       // Version negotiation: echo the client's version when supported, else offer the newest we speak.
       const protocolVersion = HANDSHAKE_VERSIONS.includes(asked) ? asked : HANDSHAKE_VERSIONS[0];
       return {
-        result: { protocolVersion, capabilities: { tools: {} }, serverInfo: SERVER_INFO, instructions: INSTRUCTIONS },
+        result: { protocolVersion, capabilities: CAPABILITIES, serverInfo: SERVER_INFO, instructions: INSTRUCTIONS },
       };
     }
     if (method === "ping") return { result: {} };
     if (method === "tools/list") return { result: { tools: TOOLS, ...cacheHint } };
     if (method === "tools/call") return callTool(params, claims);
+    if (method === "resources/list") return { result: { resources: APP_RESOURCES, ...cacheHint } };
+    if (method === "resources/read") return readResource(params, modern);
     return { error: { code: -32601, message: `Method not found: ${method}` } };
   }
 
@@ -769,6 +780,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     if (name === "whoami") {
       return text(claims ? `You are ${claims.sub}, signed in through ${claims.client_id}.` : "You are anonymous.");
     }
+    if (name === "show_auth_button") return text("Showing the Auth me button. Click it to call get_secret.");
     if (!claims || typeof claims.sid !== "string") {
       return { error: { code: -32001, message: "Authentication required" } };
     }
@@ -781,7 +793,32 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     );
   }
 
-  // ─── Routing, CORS, body limits ────────────────────────────────────────────────────────────────
+  // ─── The MCP App ───────────────────────
+  // Two small views a host renders in a sandboxed iframe (MCP Apps, 2026-01-26): each tool names its view
+  // in _meta.ui.resourceUri, and the host reads it with resources/read. The views talk to the host by
+  // postMessage and reach this server only through the host's tools/call, so a host's 401 → OAuth → retry
+  // happens for them too: that is the lazy-auth demo inside a host.
+
+  const APP_RESOURCES = [
+    { uri: AUTH_BUTTON_APP_URI, name: "Auth me button", mimeType: APP_MIME, description: "Calls get_secret" },
+    { uri: SECRET_APP_URI, name: "Secret", mimeType: APP_MIME, description: "Shows what get_secret returned" },
+  ];
+  const APP_DOCUMENTS: Record<string, string> = {
+    [AUTH_BUTTON_APP_URI]: AUTH_BUTTON_APP,
+    [SECRET_APP_URI]: SECRET_APP,
+  };
+
+  function readResource(params: Record<string, unknown>, modern: boolean): Outcome {
+    const { uri } = params;
+    if (typeof uri !== "string") return { error: { code: -32602, message: "Invalid params: uri is required" } };
+    if (!Object.hasOwn(APP_DOCUMENTS, uri)) {
+      // Resource not found: -32002 in the 2025 specifications, -32602 from 2026-07-28 (SEP-2164).
+      return { error: { code: modern ? -32602 : -32002, message: `Resource not found: ${quote(uri)}`, data: { uri } } };
+    }
+    return { result: { contents: [{ uri, mimeType: APP_MIME, text: APP_DOCUMENTS[uri] }] } };
+  }
+
+  // ─── Routing, CORS, body limits ────────
 
   type Handler = (
     req: IncomingMessage,
@@ -844,7 +881,7 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
     sendJson(res, status, { error, error_description: description }, headers);
   }
 
-  // ─── Start ─────────────────────────────────────────────────────────────────────────────────────
+  // ─── Start ─────────────────────────────
 
   const server = createServer((req, res) => {
     const url = req.url ?? "/";
@@ -879,11 +916,12 @@ a[role=button]{display:inline-block;padding:.6rem 1.4rem;margin-right:.6rem;bord
   };
 }
 
-// ─── Small helpers ───────────────────────────────────────────────────────────────────────────────
+// ─── Small helpers ───────────────────────
 
 const BODY_LIMIT_BYTES = 64 * 1024;
 const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
 const SERVER_INFO = { name: "lazy-auth-example", version: "0.1.0" };
+const CAPABILITIES = { tools: {}, resources: {} }; // resources: the MCP App's views are read as resources
 const SECRET = "lazy auth works"; // what get_secret guards
 const INSTRUCTIONS =
   "whoami is public. get_secret and revoke_auth_token need you to sign in: calling one starts OAuth.";
@@ -988,6 +1026,26 @@ function decodeHeaderValue(value: string | string[] | undefined): string | undef
   const encoded = /^=\?base64\?([A-Za-z0-9+/=]*)\?=$/.exec(value)?.[1];
   return encoded === undefined ? value : Buffer.from(encoded, "base64").toString("utf8");
 }
+
+// ─── The MCP App's documents ───────────
+// The views the App section serves, as plain HTML with a short inline script each: no build step, and no
+// external script or font, which a host's default Content-Security-Policy would block anyway.
+
+const APP_MIME = "text/html;profile=mcp-app"; // the exact type MCP Apps hosts look for
+const AUTH_BUTTON_APP_URI = "ui://lazy-auth/auth-button.html";
+const SECRET_APP_URI = "ui://lazy-auth/secret.html";
+/** A tool's link to its view; the flat key is the older spelling some hosts still read. */
+const appMeta = (resourceUri: string) => ({ ui: { resourceUri }, "ui/resourceUri": resourceUri });
+
+const AUTH_BUTTON_APP = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Auth me</title></head>
+<body><button id="auth">Auth me</button> <button id="revoke">Revoke token</button><p id="answer"></p></body></html>
+`;
+
+const SECRET_APP = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Secret</title></head>
+<body><p id="secret">Waiting for the secret…</p></body></html>
+`;
 
 // Started directly (`tsx server.ts`, `deno run server.ts`) rather than imported? Deno says so with
 // import.meta.main; under Node, compare the script path with this module's own.
