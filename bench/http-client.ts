@@ -205,7 +205,7 @@ export class HttpConnection {
 }
 
 /** A free TCP port on loopback, for a server about to be started. */
-export async function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = net.createServer();
     probe.once("error", reject);

@@ -51,8 +51,14 @@ const MCP_HEADERS = {
   "MCP-Protocol-Version": "2025-11-25",
 };
 
+/** The fields of a JSON-RPC answer that the load checks read. */
+export interface JsonRpcAnswer {
+  id?: unknown;
+  result?: { isError?: boolean; content?: unknown };
+}
+
 /** The JSON-RPC message of an MCP answer, sent either as plain JSON or as one SSE event. */
-export function jsonRpcMessage(res: HttpResponse): any {
+export function jsonRpcMessage(res: HttpResponse): JsonRpcAnswer {
   const type = res.headers["content-type"] ?? "";
   if (type.startsWith("text/event-stream")) {
     for (const line of res.body.split("\n")) if (line.startsWith("data:")) return JSON.parse(line.slice(5));

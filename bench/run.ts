@@ -307,13 +307,27 @@ async function waitQuiet(maxMs: number, ignorePids: number[] = []): Promise<numb
 }
 
 // ---------------------------------------------------------------- single-use memory (this server only)
-interface SingleUseResult {
-  ok: boolean;
-  error?: string;
-  [k: string]: unknown;
+/** The figures of one bench/single-use-memory.ts run (it prints them as one JSON line). */
+interface SingleUseFigures {
+  codes: number;
+  expirySeconds: number;
+  bytesPerCode: number;
+  heapGrowthMb: number;
+  heapRetainedAfterExpiryMb: number;
+  rssGrowthMb: number;
+  rssRetainedAfterExpiryMb: number;
+  sizeAfterExpiry: number;
+  released: boolean;
 }
+type SingleUseRun = ({ ok: true } & SingleUseFigures) | { ok: false; error: string };
+type SingleUseResult =
+  & (
+    | ({ ok: true; rssGrowthDefaultFlagsMb: number; rssRetainedAfterExpiryDefaultFlagsMb: number } & SingleUseFigures)
+    | { ok: false; error: string }
+  )
+  & { runs: { defaultFlags: SingleUseRun; pinnedYoungGeneration: SingleUseRun } };
 
-function singleUseRun(nodeFlags: string[]): SingleUseResult {
+function singleUseRun(nodeFlags: string[]): SingleUseRun {
   const r = spawnSync(
     process.execPath,
     ["--expose-gc", ...nodeFlags, "--import", "tsx", path.join(BENCH_DIR, "single-use-memory.ts")],
@@ -340,12 +354,12 @@ function runSingleUseMemory(): SingleUseResult {
   if (!dflt.ok || !pinned.ok) {
     return {
       ok: false,
-      error: String((!dflt.ok ? dflt.error : pinned.error) ?? "a run was not ok"),
+      error: String((!dflt.ok ? dflt.error : !pinned.ok ? pinned.error : undefined) ?? "a run was not ok"),
       runs: { defaultFlags: dflt, pinnedYoungGeneration: pinned },
     };
   }
-  const p = pinned as any;
-  const d = dflt as any;
+  const p = pinned;
+  const d = dflt;
   return {
     ok: true,
     codes: p.codes,
@@ -362,6 +376,49 @@ function runSingleUseMemory(): SingleUseResult {
       p.rssRetainedAfterExpiryMb <= Math.max(0.1 * p.rssGrowthMb, 2),
     runs: { defaultFlags: d, pinnedYoungGeneration: p },
   };
+}
+
+// ---------------------------------------------------------------- results (the JSON file's shape)
+/** The medians of one target, with each round's figures. */
+interface TargetResult {
+  label: string;
+  command: string;
+  coldStartMs?: { median: number; runs: number[] };
+  memoryAfterFlows?: { serverRssMb: number; serverPeakRssMb: number; treeRssMb: number; processes: number };
+  flow?: {
+    cpuUsPerFlow: number;
+    flowsPerSec: number;
+    p50Ms: number;
+    p99Ms: number;
+    otherLoadCores: number;
+    errors: number;
+    errorSamples: string[];
+    rounds: Record<string, number>[];
+  };
+  unauthorized?: {
+    reqPerSec: number;
+    cpuUsPerReq: number;
+    otherLoadCores: number;
+    errors: number;
+    errorSamples: string[];
+    rounds: Record<string, number>[];
+  };
+}
+interface Results {
+  date: string;
+  environment: {
+    node: string;
+    deno: string | null;
+    cpus: number;
+    loadAverageAtEnd?: number[];
+    [detail: string]: unknown;
+  };
+  settings: { rounds: number; windowSeconds: number; [detail: string]: number };
+  targets: Record<string, TargetResult>;
+  singleUse?: SingleUseResult;
+  elapsedSeconds?: number;
+  checks?: Check[];
+  table?: string[];
 }
 
 // ---------------------------------------------------------------- main
@@ -428,7 +485,7 @@ async function main(): Promise<void> {
     /* not a git checkout */
   }
 
-  const results: any = {
+  const results: Results = {
     date: new Date().toISOString(),
     environment: {
       node: process.version,
@@ -451,7 +508,7 @@ async function main(): Promise<void> {
       unauthConnections: UNAUTH_CONNECTIONS,
       coldStartRuns: COLD_RUNS,
     },
-    targets: {} as Record<string, any>,
+    targets: {},
   };
   const coldKeys = [...thisKeys, ...(haveThis ? ["tsxImport"] : []), "upstream", "floor401"];
   for (const k of [...thisKeys, ...(haveThis ? ["tsxImport"] : []), "upstream", "floorFlow", "floor401"]) {
@@ -622,7 +679,7 @@ interface Check {
   pass: boolean | null;
 }
 
-function evaluate(res: any, thisKeys: string[]): Check[] {
+function evaluate(res: Results, thisKeys: string[]): Check[] {
   const t = res.targets;
   const checks: Check[] = [];
   const add = (target: string, subject: string, ratio: number, limit: number, op: "<=" | ">=") => {
@@ -635,56 +692,23 @@ function evaluate(res: any, thisKeys: string[]): Check[] {
       pass: ok,
     });
   };
+  // a figure that is missing (or came from a window with errors) is NaN, which the check shows as n/a
+  const flowCpu = (k: string) => (t[k]?.flow?.errors ? NaN : t[k]?.flow?.cpuUsPerFlow ?? NaN);
+  const unauthRate = (k: string) => (t[k]?.unauthorized?.errors ? NaN : t[k]?.unauthorized?.reqPerSec ?? NaN);
+  const rss = (k: string) => t[k]?.memoryAfterFlows?.serverRssMb ?? NaN;
+  const cold = (k: string) => t[k]?.coldStartMs?.median ?? NaN;
   for (const k of thisKeys) {
     const label = t[k].label;
-    const flowErr = (t[k].flow?.errors ?? 0) > 0 || (t.upstream.flow?.errors ?? 0) > 0;
-    add(
-      "CPU per flow vs upstream",
-      label,
-      flowErr ? NaN : t[k].flow.cpuUsPerFlow / t.upstream.flow.cpuUsPerFlow,
-      0.25,
-      "<=",
-    );
-    add(
-      "CPU per flow vs canned floor",
-      label,
-      flowErr ? NaN : t[k].flow.cpuUsPerFlow / t.floorFlow.flow.cpuUsPerFlow,
-      2.5,
-      "<=",
-    );
-    const uErr = (t[k].unauthorized?.errors ?? 0) > 0;
-    add(
-      "401 req/s vs upstream",
-      label,
-      uErr ? NaN : t[k].unauthorized.reqPerSec / t.upstream.unauthorized.reqPerSec,
-      4,
-      ">=",
-    );
-    add(
-      "401 req/s vs bare floor",
-      label,
-      uErr ? NaN : t[k].unauthorized.reqPerSec / t.floor401.unauthorized.reqPerSec,
-      0.7,
-      ">=",
-    );
-    add(
-      "RSS after flows vs upstream (server process)",
-      label,
-      t[k].memoryAfterFlows.serverRssMb / t.upstream.memoryAfterFlows.serverRssMb,
-      0.5,
-      "<=",
-    );
+    add("CPU per flow vs upstream", label, flowCpu(k) / flowCpu("upstream"), 0.25, "<=");
+    add("CPU per flow vs canned floor", label, flowCpu(k) / flowCpu("floorFlow"), 2.5, "<=");
+    add("401 req/s vs upstream", label, unauthRate(k) / unauthRate("upstream"), 4, ">=");
+    add("401 req/s vs bare floor", label, unauthRate(k) / unauthRate("floor401"), 0.7, ">=");
+    add("RSS after flows vs upstream (server process)", label, rss(k) / rss("upstream"), 0.5, "<=");
   }
-  if (t.deno) {
-    add("cold start vs upstream", t.deno.label, t.deno.coldStartMs.median / t.upstream.coldStartMs.median, 0.25, "<=");
-  }
+  if (t.deno) add("cold start vs upstream", t.deno.label, cold("deno") / cold("upstream"), 0.25, "<=");
   // "tsx within 1.3× of it" is read both ways: of Deno's start, and of the upstream's
-  if (t.tsx && t.deno) {
-    add("cold start vs Deno's", t.tsx.label, t.tsx.coldStartMs.median / t.deno.coldStartMs.median, 1.3, "<=");
-  }
-  if (t.tsx) {
-    add("cold start vs upstream", t.tsx.label, t.tsx.coldStartMs.median / t.upstream.coldStartMs.median, 1.3, "<=");
-  }
+  if (t.tsx && t.deno) add("cold start vs Deno's", t.tsx.label, cold("tsx") / cold("deno"), 1.3, "<=");
+  if (t.tsx) add("cold start vs upstream", t.tsx.label, cold("tsx") / cold("upstream"), 1.3, "<=");
   const su = res.singleUse;
   if (su) {
     checks.push({
@@ -706,7 +730,7 @@ function evaluate(res: any, thisKeys: string[]): Check[] {
 }
 
 // ---------------------------------------------------------------- table
-function render(res: any, thisKeys: string[]): string {
+function render(res: Results, thisKeys: string[]): string {
   const t = res.targets;
   const cols = [...thisKeys, "upstream"];
   const f = (x: number | undefined, d = 0) => (x === undefined || !Number.isFinite(x) ? "—" : x.toFixed(d));
@@ -755,7 +779,7 @@ function render(res: any, thisKeys: string[]): string {
   out.push(widths.map((w) => "-".repeat(w)).join("  "));
   for (const r of rows.slice(1)) out.push(line(r));
   const errs = Object.entries(t)
-    .flatMap(([k, v]: [string, any]) => [
+    .flatMap(([k, v]) => [
       v.flow?.errors ? `${k} flow errors: ${v.flow.errors} (${v.flow.errorSamples[0]})` : null,
       v.unauthorized?.errors ? `${k} 401 errors: ${v.unauthorized.errors} (${v.unauthorized.errorSamples[0]})` : null,
     ])
@@ -764,7 +788,7 @@ function render(res: any, thisKeys: string[]): string {
   if (t.tsxImport) {
     out.push(
       `cold start of ${t.tsxImport.label} server.ts (no tsx CLI wrapper process): ${
-        f(t.tsxImport.coldStartMs.median, 1)
+        f(t.tsxImport.coldStartMs?.median, 1)
       } ms`,
     );
   }
@@ -785,8 +809,9 @@ function render(res: any, thisKeys: string[]): string {
   }
   out.push("");
   out.push("targets (ratios within this run):");
-  const tw = Math.max(...res.checks.map((c: Check) => c.target.length + c.subject.length + 3));
-  for (const c of res.checks as Check[]) {
+  const checks = res.checks ?? [];
+  const tw = Math.max(...checks.map((c) => c.target.length + c.subject.length + 3));
+  for (const c of checks) {
     const mark = c.pass === null ? "n/a " : c.pass ? "PASS" : "FAIL";
     out.push(`  ${mark}  ${`${c.target} [${c.subject}]`.padEnd(tw)}  ${c.value.padStart(10)}  (${c.limit})`);
   }

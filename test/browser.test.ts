@@ -454,6 +454,7 @@ test("browser host on another origin completes lazy OAuth and shows the secret",
   const srv = await startServer({ port: 0, host: "127.0.0.1", log: (line) => serverLog.push(line) });
   const mcpUrl = srv.url + "/mcp";
   const host = await startHost(mcpUrl);
+  // deno-lint-ignore prefer-const -- assigned after the cleanup hook is registered, so the hook can close it
   let browser: Browser | undefined;
 
   t.after(async () => {

@@ -390,7 +390,7 @@ interface Session {
   sid: string;
 }
 
-async function post(
+function post(
   path: string,
   body: string,
   contentType: string,
@@ -451,7 +451,7 @@ async function signIn(clientId = dcrClientId): Promise<Session> {
   return { access: grant.access_token, refresh: grant.refresh_token, code, clientId, sid };
 }
 
-async function callTool(name: string, token?: string): Promise<Reply> {
+function callTool(name: string, token?: string): Promise<Reply> {
   sent++;
   return post(
     "/mcp",
@@ -473,7 +473,7 @@ const b64 = (value: unknown) =>
   Buffer.from(typeof value === "string" ? value : JSON.stringify(value)).toString("base64url");
 
 /** Access-token look-alikes signed with the real key, each broken in exactly one way (or not at all). */
-async function forgeCredentials(live: Session, revoked: Session): Promise<Credential[]> {
+function forgeCredentials(live: Session, revoked: Session): Credential[] {
   const now = Math.floor(Date.now() / 1000);
   const claims = {
     iss: base,
@@ -484,7 +484,7 @@ async function forgeCredentials(live: Session, revoked: Session): Promise<Creden
     sid: live.sid,
     jti: "forged",
   };
-  const forge = async (
+  const forge = (
     note: string,
     verdict: Verdict,
     change: { header?: Record<string, unknown>; claims?: Record<string, unknown>; key?: Uint8Array; drop?: string[] } =
@@ -501,31 +501,31 @@ async function forgeCredentials(live: Session, revoked: Session): Promise<Creden
   const unsigned = (header: Record<string, unknown>, sig = "") =>
     `${b64(header)}.${b64({ ...claims, iat: now, exp: now + 60 })}.${sig}`;
   return [
-    await forge("forged, all correct", "accept"),
-    await forge("typ application/at+jwt (RFC 9068 §4 allows it)", "accept", { header: { typ: "application/at+jwt" } }),
-    await forge("unknown kid ignored", "accept", { header: { kid: "whatever" } }),
-    await forge("audience list holding this resource", "accept", {
+    forge("forged, all correct", "accept"),
+    forge("typ application/at+jwt (RFC 9068 §4 allows it)", "accept", { header: { typ: "application/at+jwt" } }),
+    forge("unknown kid ignored", "accept", { header: { kid: "whatever" } }),
+    forge("audience list holding this resource", "accept", {
       claims: { aud: [`${base}/mcp`, "https://other.example/mcp"] },
     }),
-    await forge("typ JWT", "reject", { header: { typ: "JWT" } }),
-    await forge("typ refresh+jwt", "reject", { header: { typ: "refresh+jwt" } }),
-    await forge("typ code+jwt", "reject", { header: { typ: "code+jwt" } }),
-    await forge("typ client+jwt", "reject", { header: { typ: "client+jwt" } }),
-    await forge("no typ", "reject", { header: { typ: undefined } }),
-    await forge("audience is the base", "reject", { claims: { aud: base } }),
-    await forge("audience elsewhere", "reject", { claims: { aud: "https://other.example/mcp" } }),
-    await forge("no audience", "reject", { drop: ["aud"] }),
-    await forge("issuer elsewhere", "reject", { claims: { iss: "https://evil.example" } }),
-    await forge("no issuer", "reject", { drop: ["iss"] }),
-    await forge("expired", "reject", { claims: { exp: now - 120 } }),
-    await forge("not yet valid", "reject", { claims: { nbf: now + 3600 } }),
-    await forge("no sid", "reject", { drop: ["sid"] }),
-    await forge("numeric sid", "reject", { claims: { sid: 42 } }),
-    await forge("revoked sid", "reject", { claims: { sid: revoked.sid } }),
-    await forge("HS384 with the right key", "reject", { header: { alg: "HS384" } }),
-    await forge("HS512 with the right key", "reject", { header: { alg: "HS512" } }),
-    await forge("another key", "reject", { key: randomBytes(32) }),
-    await forge("unknown crit header", "reject", { header: { crit: ["x-must"], "x-must": 1 } }),
+    forge("typ JWT", "reject", { header: { typ: "JWT" } }),
+    forge("typ refresh+jwt", "reject", { header: { typ: "refresh+jwt" } }),
+    forge("typ code+jwt", "reject", { header: { typ: "code+jwt" } }),
+    forge("typ client+jwt", "reject", { header: { typ: "client+jwt" } }),
+    forge("no typ", "reject", { header: { typ: undefined } }),
+    forge("audience is the base", "reject", { claims: { aud: base } }),
+    forge("audience elsewhere", "reject", { claims: { aud: "https://other.example/mcp" } }),
+    forge("no audience", "reject", { drop: ["aud"] }),
+    forge("issuer elsewhere", "reject", { claims: { iss: "https://evil.example" } }),
+    forge("no issuer", "reject", { drop: ["iss"] }),
+    forge("expired", "reject", { claims: { exp: now - 120 } }),
+    forge("not yet valid", "reject", { claims: { nbf: now + 3600 } }),
+    forge("no sid", "reject", { drop: ["sid"] }),
+    forge("numeric sid", "reject", { claims: { sid: 42 } }),
+    forge("revoked sid", "reject", { claims: { sid: revoked.sid } }),
+    forge("HS384 with the right key", "reject", { header: { alg: "HS384" } }),
+    forge("HS512 with the right key", "reject", { header: { alg: "HS512" } }),
+    forge("another key", "reject", { key: randomBytes(32) }),
+    forge("unknown crit header", "reject", { header: { crit: ["x-must"], "x-must": 1 } }),
     { token: unsigned({ alg: "none", typ: "at+jwt" }), verdict: "reject", note: "alg none, empty signature" },
     { token: unsigned({ alg: "none", typ: "at+jwt" }).slice(0, -1), verdict: "reject", note: "alg none, two segments" },
     { token: unsigned({ alg: "None", typ: "at+jwt" }, "x"), verdict: "reject", note: "alg None" },
@@ -1801,7 +1801,7 @@ describe("fuzz: malformed requests against every endpoint", () => {
     assert.ok(secretMarker.length >= 10, `a recognizable secret: ${secretMarker}`);
     revokedSession = await signIn();
     assert.equal((await callTool("revoke_auth_token", revokedSession.access)).status, 200);
-    credentials = await forgeCredentials(live, revokedSession);
+    credentials = forgeCredentials(live, revokedSession);
   });
 
   after(async () => {
@@ -1885,7 +1885,7 @@ describe("fuzz: malformed requests against every endpoint", () => {
 
   it("/mcp: no broken, forged, foreign or revoked credential opens a protected tool, nor breaks a public one", async () => {
     // Earlier probes may have revoked the live session: forge against a fresh one, kept alive throughout.
-    credentials = await forgeCredentials(await signIn(), revokedSession);
+    credentials = forgeCredentials(await signIn(), revokedSession);
     await fc.assert(
       fc.asyncProperty(batchOf(credentialCallArb()), (batch) => runBatch(batch, checkCredentialCall)),
       runs(40),

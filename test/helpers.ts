@@ -18,7 +18,8 @@ export interface Answer {
   status: number;
   headers: Headers;
   text: string;
-  json: any; // tests read fields freely; a wrong guess fails the assertion that reads it
+  // deno-lint-ignore no-explicit-any -- tests read JSON fields freely; a wrong guess fails the assertion that reads it
+  json: any;
 }
 
 /** fetch that never follows redirects and always consumes the body (no dangling sockets). */

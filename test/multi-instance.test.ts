@@ -193,7 +193,7 @@ if (!redisInstalled && process.env.CI) {
       await redis.start(redis.port); // same port: the clients reconnect on their own
 
       const deadline = Date.now() + 15_000;
-      let tokens: Record<string, any> | undefined;
+      let tokens: Tokens | undefined;
       while (!tokens && Date.now() < deadline) {
         const { code, verifier } = await authorize(A);
         const answer = await redeemCode(B, code, verifier);
@@ -251,7 +251,7 @@ if (!redisInstalled && process.env.CI) {
     });
 
     /** Every token of the session: access refused at both instances, refresh refused at both. */
-    async function assertSessionDead(tokens: Record<string, any>) {
+    async function assertSessionDead(tokens: Tokens) {
       for (const base of [A, B]) {
         const call = await callTool(base, tokens.access_token);
         assert.equal(call.status, 401, `${base}: ${JSON.stringify(call.body)}`);
@@ -268,11 +268,17 @@ if (!redisInstalled && process.env.CI) {
 
 // ─── Over HTTP: one OAuth client, by hand ─────────────────────────────────────────────────────────
 
-type Answer = { status: number; headers: Headers; body: Record<string, any> };
+type Answer = {
+  status: number;
+  headers: Headers;
+  // deno-lint-ignore no-explicit-any -- tests read JSON fields freely; a wrong guess fails the assertion that reads it
+  body: any;
+};
+type Tokens = { access_token: string; refresh_token: string };
 
 async function answerOf(response: Response): Promise<Answer> {
   const text = await response.text();
-  let body: Record<string, any> = {};
+  let body: Answer["body"] = {};
   try {
     body = JSON.parse(text);
   } catch {

@@ -18,7 +18,7 @@ const loopback = { [oauth.allowInsecureRequests]: true } as const;
 const MODERN = "2026-07-28";
 
 /** Calls a tool at /mcp in the 2026-07-28 era with oauth4webapi's protected-resource request. */
-async function callTool(mcpUrl: URL, accessToken: string, tool: string): Promise<Response> {
+function callTool(mcpUrl: URL, accessToken: string, tool: string): Promise<Response> {
   const body = JSON.stringify({
     jsonrpc: "2.0",
     id: 1,
