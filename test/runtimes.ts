@@ -1,0 +1,98 @@
+// The runtimes the tests run on besides the machine's Node (through tsx) and Deno (a dev dependency):
+// Node 24 running server.ts with its own type stripping, and Bun. Both are plain binaries from the npm
+// registry, installed into .runtimes/ (ignored by git) for the tests only, never by `npm install`.
+//
+//   tsx test/runtimes.ts install            install the pinned versions (npm run runtimes; CI does it)
+//   tsx test/runtimes.ts node24 <args...>   run Node 24 with <args>, or skip with one line when it is missing
+//   tsx test/runtimes.ts bun <args...>      the same for Bun
+//
+// A missing binary is a skip for a contributor and a failure under CI (the CI variable set).
+
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const FOLDER = join(ROOT, ".runtimes");
+
+interface Runtime {
+  name: string;
+  /** The npm package holding this platform's binary, or null when there is none. */
+  pkg: string | null;
+  version: string;
+  /** The binary's path inside the package. */
+  bin: string;
+}
+
+const os = process.platform;
+const arch = process.arch;
+const RUNTIMES: Record<string, Runtime> = {
+  node24: {
+    name: "Node 24",
+    pkg: os === "linux" && (arch === "x64" || arch === "arm64") ? `node-linux-${arch}` : null,
+    version: "24.21.0",
+    bin: "bin/node",
+  },
+  bun: {
+    name: "Bun",
+    pkg: (os === "linux" || os === "darwin") && (arch === "x64" || arch === "arm64")
+      ? `@oven/bun-${os}-${arch === "arm64" ? "aarch64" : "x64"}`
+      : null,
+    version: "1.4.5",
+    bin: "bin/bun",
+  },
+};
+
+function installedVersion(runtime: Runtime): string | null {
+  if (!runtime.pkg) return null;
+  try {
+    return JSON.parse(readFileSync(join(FOLDER, "node_modules", runtime.pkg, "package.json"), "utf8")).version;
+  } catch {
+    return null;
+  }
+}
+
+function install(): number {
+  const wanted = Object.values(RUNTIMES).filter((runtime) => installedVersion(runtime) !== runtime.version);
+  for (const runtime of wanted.filter((runtime) => !runtime.pkg)) {
+    console.log(`runtimes: no npm package for ${runtime.name} on ${os}-${arch}; its test run will be skipped`);
+  }
+  const specs = wanted.flatMap((runtime) => (runtime.pkg ? [`${runtime.pkg}@${runtime.version}`] : []));
+  if (specs.length === 0) {
+    console.log(`runtimes: ${Object.values(RUNTIMES).map((r) => `${r.name} ${r.version}`).join(", ")} in .runtimes/`);
+    return 0;
+  }
+  console.log(`runtimes: installing ${specs.join(" ")} into .runtimes/`);
+  const npm = spawnSync(
+    "npm",
+    ["install", "--prefix", FOLDER, "--no-save", "--no-package-lock", "--no-audit", "--no-fund", ...specs],
+    { stdio: "inherit" },
+  );
+  return npm.status ?? 1;
+}
+
+/** Runs the runtime's binary with `args` from the repository root; its exit status is ours. */
+function run(key: string, args: string[]): number {
+  const runtime = RUNTIMES[key];
+  const binary = runtime.pkg ? join(FOLDER, "node_modules", runtime.pkg, runtime.bin) : null;
+  if (!binary || !existsSync(binary)) {
+    const why = runtime.pkg ? "not installed (npm run runtimes installs it)" : `no npm package for ${os}-${arch}`;
+    if (process.env.CI) {
+      console.error(`${runtime.name}: ${why}: failing, since CI is set`);
+      return 1;
+    }
+    console.log(`${runtime.name}: ${why}: skipping its test run`);
+    return 0;
+  }
+  const version = spawnSync(binary, ["--version"], { encoding: "utf8" }).stdout.trim();
+  console.log(`${runtime.name} ${version}: ${args.join(" ")}`);
+  const child = spawnSync(binary, args, { cwd: ROOT, stdio: "inherit" });
+  return child.status ?? 1;
+}
+
+const [command, ...args] = process.argv.slice(2);
+if (command === "install") process.exit(install());
+if (Object.hasOwn(RUNTIMES, command)) process.exit(run(command, args));
+console.error(`usage: tsx test/runtimes.ts install | ${Object.keys(RUNTIMES).join(" | ")} <args...>`);
+process.exit(2);
