@@ -19,6 +19,9 @@ import {
   authorizeUrl,
   callTool,
   CLIENT_ID,
+  clientDocuments,
+  consentPage,
+  decide,
   pkcePair,
   postForm,
   postJson,
@@ -188,13 +191,11 @@ function accessClaims(overrides: JWTPayload = {}): JWTPayload {
   };
 }
 
-/** The href of the consent page's link labelled `label`, HTML entities decoded. */
-function linkHref(html: string, label: string): URL {
-  const match = new RegExp(`<a\\b[^>]*\\bhref="([^"]*)"[^>]*>\\s*${label}\\s*</a>`).exec(html);
-  assert.ok(match, `a link labelled ${label} on the consent page`);
-  const href = match[1].replace(/&#(\d+);/g, (_, code: string) => String.fromCharCode(Number(code)))
-    .replace(/&quot;/g, '"').replace(/&lt;/g, "<").replace(/&gt;/g, ">").replace(/&amp;/g, "&");
-  return new URL(href);
+/** The 303 a consent decision answers with: its Location, parsed. */
+function assertSeeOther(answer: Answer): URL {
+  assert.equal(answer.status, 303, `expected 303 back to the client, got ${answer.status}: ${answer.text}`);
+  assert.equal(answer.headers.get("access-control-allow-origin"), null, "no CORS on an /authorize answer");
+  return new URL(answer.headers.get("location") ?? "");
 }
 
 /** A GET with an explicit Host header (fetch does not let one set it). */
@@ -224,7 +225,7 @@ describe("The lazy flow", () => {
   let resourceMetadataUrl = "";
   let authorizationServer = { issuer: "", authorization_endpoint: "", registration_endpoint: "" };
   let clientId = "";
-  let approve: URL;
+  let consent: Awaited<ReturnType<typeof consentPage>>["form"];
   let code = "";
   let first: { access_token: string; refresh_token: string };
   let second: { access_token: string; refresh_token: string };
@@ -241,6 +242,8 @@ describe("The lazy flow", () => {
     const list = await rpc(base, { jsonrpc: "2.0", id: 2, method: "tools/list" });
     assertRpcResult(list);
     assert.deepEqual(list.json.result.tools.map((tool: { name: string }) => tool.name).sort(), [
+      "elicit_by_error",
+      "elicit_url",
       "get_secret",
       "revoke_auth_token",
       "show_auth_button",
@@ -278,31 +281,25 @@ describe("The lazy flow", () => {
     clientId = answer.json.client_id;
   });
 
-  test("/authorize shows a consent page: 200 HTML with Approve and Deny links, the <script> in client name and state HTML-escaped", async () => {
+  test("/authorize shows a consent page: 200 HTML, a form POSTing a consent token with Approve and Deny buttons, the <script> in client name and state HTML-escaped", async () => {
     const url = authorizeUrl(base, { clientId, state, pkce });
     assert.equal(`${url.origin}${url.pathname}`, authorizationServer.authorization_endpoint);
-    const page = await request(url);
-    assert.equal(page.status, 200, page.text);
+    const { page, form } = await consentPage(url);
     assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
     assert.ok(!page.text.includes("<script>alert"), "no echoed value is live markup");
     assert.ok(
       page.text.includes("&#60;script&#62;alert(&#39;name&#39;)&#60;/script&#62;"),
       "the client name is shown, escaped",
     );
-    approve = linkHref(page.text, "Approve");
-    assert.equal(approve.searchParams.get("approved"), "1");
-    assert.equal(approve.searchParams.get("state"), state);
-    const deny = linkHref(page.text, "Deny");
-    assert.equal(`${deny.origin}${deny.pathname}`, REDIRECT_URI);
-    assert.equal(deny.searchParams.get("error"), "access_denied");
-    assert.equal(deny.searchParams.get("state"), state);
-    assert.equal(deny.searchParams.get("iss"), base);
+    assert.equal(form.action.href, authorizationServer.authorization_endpoint, "the form posts back to /authorize");
+    assert.equal(typeof decodeJwt(form.consent).exp, "number", "the consent token is a JWT that expires");
+    assert.match(page.text, /<button\b[^>]*\bname="decision"[^>]*\bvalue="approve"[^>]*>\s*Approve\s*<\/button>/);
+    assert.match(page.text, /<button\b[^>]*\bname="decision"[^>]*\bvalue="deny"[^>]*>\s*Deny\s*<\/button>/);
+    consent = form;
   });
 
-  test("Approve (approved=1) → 302 to the redirect_uri with code, state and iss", async () => {
-    const answer = await request(approve);
-    assert.equal(answer.status, 302, answer.text);
-    const location = new URL(answer.headers.get("location") ?? "");
+  test("Approve (the form's POST) → 303 to the redirect_uri with code, state and iss", async () => {
+    const location = assertSeeOther(await decide(consent, "approve"));
     assert.equal(`${location.origin}${location.pathname}`, REDIRECT_URI);
     assert.equal(location.searchParams.get("state"), state);
     assert.equal(location.searchParams.get("iss"), authorizationServer.issuer);
@@ -380,15 +377,15 @@ describe("Discovery metadata", () => {
     });
   }
 
-  test("URLs follow a loopback Host header; any other Host falls back to http://localhost:PORT", async () => {
+  test("URLs follow a loopback Host header; any other Host → 403 invalid_request (DNS rebinding)", async () => {
     const port = new URL(base).port;
     const loopback = await getWithHost("/.well-known/oauth-authorization-server", `localhost:${port}`);
     assert.equal(loopback.status, 200);
     assert.equal(loopback.json.issuer, `http://localhost:${port}`);
     for (const host of ["evil.example", "127.0.0.1.evil.example", "localhost.evil.example:80", "a b", "["]) {
       const answer = await getWithHost("/.well-known/oauth-protected-resource/mcp", host);
-      assert.equal(answer.status, 200, `Host: ${host}`);
-      assert.equal(answer.json.resource, `http://localhost:${port}/mcp`, `Host: ${host}`);
+      assert.equal(answer.status, 403, `Host: ${host}`);
+      assert.equal(answer.json.error, "invalid_request", `Host: ${host}`);
     }
   });
 
@@ -417,6 +414,15 @@ describe("Discovery metadata", () => {
 // is no Location header).
 
 describe("/authorize", () => {
+  // A registered client's redirect_uri is checked first for its form (https, or http on loopback), then
+  // against what it registered: the form rules below are shown with one.
+  let registeredClient = "";
+  before(async () => {
+    const registered = await postJson(`${base}/register`, { redirect_uris: [REDIRECT_URI] });
+    assert.equal(registered.status, 201, registered.text);
+    registeredClient = registered.json.client_id;
+  });
+
   test("Authorize without PKCE → 400", async () => {
     assertOAuthError(
       await authorize({ code_challenge: undefined, code_challenge_method: undefined }),
@@ -460,7 +466,7 @@ describe("/authorize", () => {
   });
 
   test("Missing redirect_uri → 400 invalid_request", async () => {
-    assertOAuthError(await authorize({ redirect_uri: undefined }), 400, "invalid_request");
+    assertOAuthError(await authorize({ client_id: registeredClient, redirect_uri: undefined }), 400, "invalid_request");
   });
 
   test("A redirect_uri that is neither https nor http on a loopback host → 400 invalid_request", async () => {
@@ -475,25 +481,26 @@ describe("/authorize", () => {
         "/callback",
       ]
     ) {
-      assertOAuthError(await authorize({ redirect_uri: uri }), 400, "invalid_request");
+      assertOAuthError(await authorize({ client_id: registeredClient, redirect_uri: uri }), 400, "invalid_request");
     }
   });
 
   test("A redirect_uri with a fragment → 400 invalid_request", async () => {
-    assertOAuthError(await authorize({ redirect_uri: "https://app.example/callback#frag" }), 400, "invalid_request");
-    assertOAuthError(await authorize({ redirect_uri: "http://127.0.0.1:8765/callback#" }), 400, "invalid_request");
+    for (const uri of ["https://app.example/callback#frag", "http://127.0.0.1:8765/callback#"]) {
+      assertOAuthError(await authorize({ client_id: registeredClient, redirect_uri: uri }), 400, "invalid_request");
+    }
   });
 
-  test("An https redirect_uri, or http on localhost, 127.x or [::1], is accepted → 200", async () => {
-    for (
-      const uri of [
-        "https://app.example/callback",
-        "http://localhost:1234/cb",
-        "http://127.0.0.2/cb",
-        "http://[::1]:9/cb",
-      ]
-    ) {
-      const answer = await authorize({ redirect_uri: uri });
+  test("An https redirect_uri, or http on localhost, 127.x or [::1], is accepted when the client lists it → 200", async () => {
+    const uris = [
+      "https://app.example/callback",
+      "http://localhost:1234/cb",
+      "http://127.0.0.2/cb",
+      "http://[::1]:9/cb",
+    ];
+    const clientId = clientDocuments.client("/authorize/many-redirects.json", uris);
+    for (const uri of uris) {
+      const answer = await authorize({ client_id: clientId, redirect_uri: uri });
       assert.equal(answer.status, 200, `${uri}: ${answer.text}`);
     }
   });
@@ -584,18 +591,19 @@ describe("/authorize", () => {
     }
   });
 
-  test("A client URL and a redirect_uri carrying markup are echoed HTML-escaped on the consent page", async () => {
+  test("A client name and a redirect_uri carrying markup are echoed HTML-escaped on the consent page", async () => {
+    const redirectUri = `http://127.0.0.1:8765/cb?next="><script>alert(2)</script>`;
+    const clientId = clientDocuments.client("/authorize/markup.json", [redirectUri], {
+      name: "<script>alert(1)</script>",
+    });
     const answer = await authorize({
-      client_id: "https://client.example/<script>alert(1)</script>",
-      redirect_uri: `http://127.0.0.1:8765/cb?next="><script>alert(2)</script>`,
+      client_id: clientId,
+      redirect_uri: redirectUri,
       state: `"><script>alert(3)</script>`,
     });
     assert.equal(answer.status, 200, answer.text);
     assert.ok(!/<script>alert/.test(answer.text), "no echoed value is live markup");
-    assert.ok(
-      answer.text.includes("https://client.example/&#60;script&#62;alert(1)&#60;/script&#62;"),
-      "the client is shown, escaped",
-    );
+    assert.ok(answer.text.includes("&#60;script&#62;alert(1)&#60;/script&#62;"), "the client name is shown, escaped");
     assert.ok(
       answer.text.includes("cb?next=&#34;&#62;&#60;script&#62;alert(2)&#60;/script&#62;"),
       "the redirect is shown, escaped",
@@ -610,10 +618,9 @@ describe("/authorize", () => {
     assert.equal(answer.headers.get("cache-control"), "no-store");
   });
 
-  test("Deny → the redirect_uri with error=access_denied, state and iss", async () => {
-    const page = await request(authorizeUrl(base, { state: "xyz" }));
-    assert.equal(page.status, 200, page.text);
-    const deny = linkHref(page.text, "Deny");
+  test("Deny (the form's POST) → 303 to the redirect_uri with error=access_denied, state and iss", async () => {
+    const { form } = await consentPage(authorizeUrl(base, { state: "xyz" }));
+    const deny = assertSeeOther(await decide(form, "deny"));
     assert.equal(`${deny.origin}${deny.pathname}`, REDIRECT_URI);
     assert.equal(deny.searchParams.get("error"), "access_denied");
     assert.equal(deny.searchParams.get("state"), "xyz");
@@ -621,7 +628,7 @@ describe("/authorize", () => {
     assert.equal(deny.searchParams.get("code"), null);
   });
 
-  test("Approve → 302 with code, state and iss equal to the metadata issuer (RFC 9207)", async () => {
+  test("Approve → 303 with code, state and iss equal to the metadata issuer (RFC 9207)", async () => {
     const { location } = await authorizeCode(base, { state: "s-1" });
     const metadata = await request(`${base}/.well-known/oauth-authorization-server`);
     assert.equal(location.searchParams.get("iss"), metadata.json.issuer);
@@ -998,7 +1005,16 @@ describe("/token", () => {
       host: "127.0.0.1",
       jwtSecret: SECRET,
       log: () => {},
-      store: { spendOnce: down, revokeSession: down, isRevoked: down },
+      store: {
+        durable: false,
+        spendOnce: down,
+        startSession: down,
+        rotateRefresh: down,
+        revokeSession: down,
+        isRevoked: down,
+        raiseFlag: down,
+        takeFlag: down,
+      },
     });
     try {
       const at = failing.url;
@@ -1460,6 +1476,8 @@ describe("/mcp in the 2026-07-28 era", () => {
     assert.ok(Number.isInteger(result.ttlMs) && result.ttlMs >= 0, `ttlMs ${result.ttlMs}`);
     assert.ok(["public", "private"].includes(result.cacheScope), `cacheScope ${result.cacheScope}`);
     assert.deepEqual(result.tools.map((tool: { name: string }) => tool.name).sort(), [
+      "elicit_by_error",
+      "elicit_url",
       "get_secret",
       "revoke_auth_token",
       "show_auth_button",
@@ -1637,16 +1655,11 @@ describe("/mcp in the 2026-07-28 era", () => {
 // ─── CORS ────────────────────────────────────────────────────────────────────────────────────────
 
 describe("CORS", () => {
-  test("Every response carries Access-Control-Allow-Origin: * and exposes WWW-Authenticate: successes, errors, 302, 401, 404, 405, 413, 415", async () => {
-    const approve = authorizeUrl(base);
-    approve.searchParams.set("approved", "1");
+  test("Every response off /authorize carries Access-Control-Allow-Origin: * and exposes WWW-Authenticate: successes, errors, 401, 404, 405, 413, 415", async () => {
     const answers: Record<string, Answer> = {
       "GET /": await request(`${base}/`),
       "AS metadata": await request(`${base}/.well-known/oauth-authorization-server`),
       "resource metadata": await request(`${base}/.well-known/oauth-protected-resource/mcp`),
-      "consent page": await authorize(),
-      "302 from /authorize": await request(approve),
-      "400 from /authorize": await authorize({ code_challenge: undefined }),
       "200 from /token": await exchange(await authorizeCode(base)),
       "400 from /token": await tokenRequest({}),
       "201 from /register": await postJson(`${base}/register`, { redirect_uris: [REDIRECT_URI] }),
@@ -1676,9 +1689,6 @@ describe("CORS", () => {
       200,
       200,
       200,
-      302,
-      400,
-      200,
       400,
       201,
       400,
@@ -1690,6 +1700,23 @@ describe("CORS", () => {
       413,
       404,
     ]);
+  });
+
+  test("No /authorize answer carries CORS headers: the consent page, its 303s, and its 400, 403 and 405 errors", async () => {
+    const page = await consentPage(authorizeUrl(base));
+    const answers: Record<string, Answer> = {
+      "consent page": page.page,
+      "303 from Approve": await decide(page.form, "approve"),
+      "303 from Deny": await decide((await consentPage(authorizeUrl(base))).form, "deny"),
+      "400 from GET /authorize": await authorize({ code_challenge: undefined }),
+      "400 from POST /authorize": await decide({ ...page.form, consent: "not-a-consent-token" }, "approve"),
+      "403 from POST /authorize": await decide(page.form, "approve", { origin: "https://evil.example" }),
+      "405 from /authorize": await request(`${base}/authorize`, { method: "PUT" }),
+    };
+    for (const [what, answer] of Object.entries(answers)) {
+      assert.equal(answer.headers.get("access-control-allow-origin"), null, `${what} (${answer.status})`);
+    }
+    assert.deepEqual(Object.values(answers).map((answer) => answer.status), [200, 303, 303, 400, 400, 403, 405]);
   });
 
   test("OPTIONS preflight → 204 allowing GET and POST and the headers authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id, mcp-method, mcp-name", async () => {
@@ -1911,6 +1938,66 @@ describe("MemoryStore (the single-use memory)", () => {
     assert.equal(store.size, 1);
     await sleep(1200);
     assert.equal(store.size, 0);
+  });
+
+  test("A session records its current refresh token: rotateRefresh swaps it only from the current one, in place", async () => {
+    const store = new MemoryStore();
+    const expiresAt = Date.now() / 1000 + 60;
+    await store.startSession("sid-1", "jti-1", expiresAt);
+    assert.equal(store.size, 1);
+    assert.equal(await store.rotateRefresh("sid-1", "jti-1", "jti-2"), true, "the current token rotates");
+    assert.equal(await store.rotateRefresh("sid-1", "jti-1", "jti-3"), false, "a spent token never rotates again");
+    assert.equal(await store.rotateRefresh("sid-1", "jti-2", "jti-3"), true, "the token that replaced it does");
+    assert.equal(await store.rotateRefresh("sid-unknown", "jti-1", "jti-2"), false, "an unknown session does not");
+    for (let i = 3; i < 1000; i++) assert.equal(await store.rotateRefresh("sid-1", `jti-${i}`, `jti-${i + 1}`), true);
+    assert.equal(store.size, 1, "a thousand rotations leave one record");
+  });
+
+  test("startSession keeps an existing record (set only if absent)", async () => {
+    const store = new MemoryStore();
+    const expiresAt = Date.now() / 1000 + 60;
+    await store.startSession("sid-1", "jti-1", expiresAt);
+    await store.startSession("sid-1", "jti-other", expiresAt);
+    assert.equal(await store.rotateRefresh("sid-1", "jti-other", "jti-2"), false);
+    assert.equal(await store.rotateRefresh("sid-1", "jti-1", "jti-2"), true);
+  });
+
+  test("A session record is forgotten at its expiry", async () => {
+    const store = new MemoryStore();
+    await store.startSession("sid-1", "jti-1", Date.now() / 1000 + 1);
+    await sleep(1200);
+    assert.equal(store.size, 0);
+    assert.equal(await store.rotateRefresh("sid-1", "jti-1", "jti-2"), false);
+  });
+
+  test("A flag is taken once: takeFlag is true only after raiseFlag, and removes it", async () => {
+    const store = new MemoryStore();
+    assert.equal(await store.takeFlag("flag-1"), false);
+    await store.raiseFlag("flag-1", Date.now() / 1000 + 60);
+    assert.equal(store.size, 1);
+    assert.equal(await store.takeFlag("flag-1"), true);
+    assert.equal(await store.takeFlag("flag-1"), false);
+    assert.equal(store.size, 0);
+  });
+
+  test("Past maxEntries, spendOnce, startSession and raiseFlag reject; revokeSession never does; expiry makes room", async () => {
+    const store = new MemoryStore({ maxEntries: 3 });
+    assert.equal(store.durable, false, "the memory store forgets everything on restart");
+    const soon = Date.now() / 1000 + 1;
+    assert.equal(await store.spendOnce("code-1", soon), true);
+    await store.startSession("sid-1", "jti-1", soon);
+    await store.raiseFlag("flag-1", soon);
+    assert.equal(store.size, 3);
+    await assert.rejects(store.spendOnce("code-2", soon), "a fourth spend is refused, not forgotten");
+    await assert.rejects(store.startSession("sid-2", "jti-2", soon));
+    await assert.rejects(store.raiseFlag("flag-2", soon));
+    assert.equal(await store.spendOnce("code-1", soon), false, "a known code is still known to be spent");
+    assert.equal(await store.rotateRefresh("sid-1", "jti-1", "jti-2"), true, "a rotation needs no room");
+    await store.revokeSession("sid-1", soon);
+    assert.equal(await store.isRevoked("sid-1"), true, "a revocation is never refused");
+    await sleep(1200);
+    assert.equal(store.size, 0);
+    assert.equal(await store.spendOnce("code-2", Date.now() / 1000 + 1), true, "expiry made room");
   });
 
   test("A revoked session stays revoked until its expiry, then is forgotten", async () => {

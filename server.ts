@@ -296,8 +296,9 @@ export async function createHandler(options: ServerOptions = {}): Promise<LazyAu
     const seconds = Number(/^\/ttl\/([1-9]\d{0,4})\/mcp$/.exec(path)?.[1]);
     return seconds <= 86400 ? seconds : undefined; // NaN (no match) is not <= anything
   }
-  /** A session lasts the refresh lifetime, and at least as long as one of its access tokens. */
-  const sessionSeconds = (accessTtl: number) => Math.max(config.refreshTtl, accessTtl);
+  /** A session lasts the refresh lifetime; for a /ttl/ resource, at least as long as one access token. */
+  const sessionSeconds = (resource: string, base: string) =>
+    resource === `${base}/mcp` ? config.refreshTtl : Math.max(config.refreshTtl, resourceTtl(resource, base) ?? 0);
 
   // ─── /authorize ──────────────────────
   // A page for a person, not an API: it carries no CORS headers, so a page on another origin can neither
@@ -568,7 +569,7 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
     // still revokes the tokens that exchange is about to mint.
     const sid = code.jti;
     if (!(await store.spendOnce(code.jti, code.exp))) {
-      await revokeSession(sid, code.exp + sessionSeconds(accessTtl), "authorization code replayed");
+      await revokeSession(sid, code.exp + sessionSeconds(resource, base), "authorization code replayed");
       return oauthError(res, 400, "invalid_grant", "code was already used; its session is revoked");
     }
 
@@ -599,7 +600,7 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
     const session = { sid, client_id: params.client_id, scope: SCOPE, resource };
     log(`[oauth] code exchanged: session ${sid} started`);
     // Absolute: rotation never extends it.
-    return issueTokens(res, base, session, accessTtl, secondsFromNow(sessionSeconds(accessTtl)));
+    return issueTokens(res, base, session, accessTtl, secondsFromNow(sessionSeconds(resource, base)));
   }
 
   // Refresh tokens rotate on every use; a spent one presented again means it leaked, so the whole
@@ -977,8 +978,8 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
     if (name === "get_secret") {
       return text(`The secret is: ${SECRET}. (Shown to ${claims.sub}, session ${claims.sid}.)`);
     }
-    const accessTtl = resourceTtl(String(claims.aud), base) ?? config.accessTtl;
-    await revokeSession(claims.sid, secondsFromNow(sessionSeconds(accessTtl)), "revoke_auth_token called");
+    const until = secondsFromNow(sessionSeconds(String(claims.aud), base));
+    await revokeSession(claims.sid, until, "revoke_auth_token called");
     return text("Your session is revoked: its tokens no longer work. The next protected call starts a new sign-in.");
   }
 
