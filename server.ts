@@ -239,7 +239,7 @@ export async function createHandler(options: ServerOptions = {}): Promise<LazyAu
   // tokens carry this process's id and count only here. A durable store (Redis) vouches across restarts.
   const memoryId = store.durable ? undefined : randomId();
   const remembered = new Set<TokenKind>(["code", "refresh", "access"]);
-  const clientMetadata = clientMetadataCache();
+  const clientMetadata = clientMetadataDocuments();
 
   /** The base URL for links, `iss` and audiences: PUBLIC_URL, else a loopback Host; undefined means refuse. */
   // DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 reaches this server with
@@ -403,7 +403,8 @@ export async function createHandler(options: ServerOptions = {}): Promise<LazyAu
         .end();
     }
     // The code is the checked request itself, signed, with its own jti (single use, see /token).
-    const { client_name: _, state: __, ...request } = checked;
+    const { code_challenge, scope, resource } = checked;
+    const request = { client_id: clientId, redirect_uri: redirectUri, code_challenge, scope, resource };
     const code = await sign("code", issuerOf(base), { ...request, jti: randomId() }, CODE_TTL_SECONDS);
     log(`[oauth] code issued to ${quote(name ?? clientId)}`);
     res.writeHead(303, back({ code })).end();
@@ -412,7 +413,7 @@ export async function createHandler(options: ServerOptions = {}): Promise<LazyAu
   /** A client is a signed DCR client_id (redirect URIs inside) or a metadata-document URL; else why not. */
   async function identifyClient(clientId: string): Promise<{ name: string; redirectUris: string[] } | string> {
     if (hasControlCharacters(clientId)) return "client_id must not contain control characters";
-    if (URL.canParse(clientId)) return await clientMetadata.fetch(clientId);
+    if (URL.canParse(clientId)) return await clientMetadata.load(clientId);
     const registered = await verify("client", clientId, undefined); // any issuer: the key alone proves it is ours
     const uris = registered?.redirect_uris;
     if (!Array.isArray(uris)) {
@@ -456,10 +457,10 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
   // the fetch is fenced: https (or loopback http, for local development), no redirects, a short timeout,
   // a size cap, and never an address inside a private network other than loopback.
 
-  function clientMetadataCache() {
+  function clientMetadataDocuments() {
     const cache = new Map<string, { client: { name: string; redirectUris: string[] }; until: number }>();
 
-    async function fetchClient(clientId: string): Promise<{ name: string; redirectUris: string[] } | string> {
+    async function load(clientId: string): Promise<{ name: string; redirectUris: string[] } | string> {
       const cached = cache.get(clientId);
       if (cached && cached.until > Date.now()) return cached.client;
       const url = new URL(clientId);
@@ -516,7 +517,7 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
       return { name, redirectUris: uris };
     }
 
-    return { fetch: fetchClient };
+    return { load };
   }
 
   /** The redirect_uri rules /authorize, /register and metadata documents share: why a URI is bad, or undefined. */
@@ -1057,7 +1058,7 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
     caller: Caller,
     base: string,
   ): Promise<Outcome> {
-    const capabilities = (params._meta as Record<string, unknown>)[META_CAPABILITIES];
+    const capabilities = isObject(params._meta) ? params._meta[META_CAPABILITIES] : undefined;
     const elicitation = isObject(capabilities) ? capabilities.elicitation : undefined;
     if (!isObject(elicitation) || !isObject(elicitation.url)) {
       const data = { requiredCapabilities: { elicitation: { url: {} } } };
@@ -1173,6 +1174,7 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
       POST: (req, res, base, _query, body) => decide(req, res, base, body),
     },
     "/token": { POST: (req, res, base, _query, body) => token(req, res, base, body) },
+    "/mcp": { POST: (req, res, base, _query, body) => mcp(req, res, base, "/mcp", body) },
     "/register": { POST: (req, res, base, _query, body) => register(req, res, base, body) },
     "/elicitation-callback": { GET: (_req, res, base, query) => elicitationCallback(res, base, query) },
   };
@@ -1181,6 +1183,7 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
   /** The handlers for a path: a fixed route, an MCP endpoint, or a discovery document. */
   function findRoute(path: string, mount: string): Record<string, Handler> | undefined {
     if (Object.hasOwn(routes, path)) return routes[path];
+    // /ttl/<seconds>/mcp: the MCP endpoint again, as a resource of its own.
     if (mcpPathTtl(path) !== undefined) return { POST: (req, res, base, _q, body) => mcp(req, res, base, path, body) };
     // RFC 8414 §3 and RFC 9728 §3.1 insert the well-known segment before the issuer's or resource's path.
     // Mounted at /lazy-auth, that path starts with the mount: the README's root rewrite sends those here.
@@ -1503,13 +1506,12 @@ function isPublicOrLoopback(address: string): boolean {
 
 /** A response body up to `limit` bytes, or undefined past it (the rest is not read). */
 async function readCapped(response: Response, limit: number): Promise<string | undefined> {
-  const reader = response.body?.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for (let part = await reader?.read(); part && !part.done; part = await reader?.read()) {
-    size += part.value.length;
-    if (size > limit) return void reader?.cancel();
-    chunks.push(part.value);
+  for await (const chunk of response.body ?? []) {
+    size += chunk.length;
+    if (size > limit) return undefined; // leaving the loop cancels the stream
+    chunks.push(chunk);
   }
   return Buffer.concat(chunks).toString("utf8");
 }
@@ -1548,6 +1550,9 @@ const isEntryPoint = (import.meta as ImportMeta & { main?: boolean }).main ??
 if (isEntryPoint) {
   startServer({ logRequests: process.env.LOG_REQUESTS !== "0" }).then((running) => {
     console.log(landingText(process.env.PUBLIC_URL ?? running.url.replace("127.0.0.1", "localhost")));
+    if (process.env.HOST && !process.env.PUBLIC_URL) {
+      console.log(`HOST is ${process.env.HOST} but PUBLIC_URL is unset: only a loopback Host header is served`);
+    }
     const stop = (signal: string) => {
       console.log(`${signal}: finishing the requests in flight (up to ${SHUTDOWN_GRACE_MS / 1000} s), then exiting`);
       void running.close().then(() => process.exit(0));
