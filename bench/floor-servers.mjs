@@ -5,8 +5,9 @@
 //   node bench/floor-servers.mjs flow <port>   canned-response flow server
 //   node bench/floor-servers.mjs 401  <port>   bare 401 responder
 //
-// The flow floor answers:
-//   GET  /authorize?...      302 Location: <redirect_uri>?code=<fixed>&state=<state>&iss=<base>
+// The flow floor answers (the same requests as this server's flow, consent page included):
+//   GET  /authorize?...      200 a page of the consent page's size whose form carries redirect_uri and state
+//   POST /authorize          303 Location: <redirect_uri>?code=<fixed>&state=<state>&iss=<base>
 //   POST /token              200 fixed token JSON (Cache-Control: no-store)
 //   POST /mcp                200 fixed JSON-RPC tools/call result
 //   GET  /.well-known/oauth-authorization-server   200 fixed metadata (readiness probe)
@@ -49,6 +50,7 @@ const META_BODY = JSON.stringify({
   response_types_supported: ["code"],
   code_challenge_methods_supported: ["S256"],
 });
+const PAGE_TEXT = "<p>" + "An application asks to act as the demo user on this MCP server. ".repeat(20) + "</p>";
 const UNAUTH_BODY = JSON.stringify({ error: "invalid_token", error_description: "Authorization required" });
 const WWW_AUTH = `Bearer resource_metadata="${base}/.well-known/oauth-protected-resource/mcp"`;
 
@@ -75,12 +77,24 @@ const flowHandler = (req, res) => {
     const params = new URLSearchParams(q < 0 ? "" : url.slice(q + 1));
     const redirect = params.get("redirect_uri");
     if (!redirect) return json(res, 400, '{"error":"invalid_request"}');
-    const state = params.get("state") ?? "";
-    const loc = `${redirect}${redirect.includes("?") ? "&" : "?"}code=${CODE}&state=${encodeURIComponent(state)}&iss=${
-      encodeURIComponent(base)
-    }`;
-    res.writeHead(302, { Location: loc, "Content-Length": 0, "Access-Control-Allow-Origin": "*" });
-    return res.end();
+    const consent = Buffer.from(JSON.stringify([redirect, params.get("state") ?? ""])).toString("base64url");
+    const page = `<!doctype html><title>Authorize access</title>${PAGE_TEXT}<form method="post" action="/authorize">` +
+      `<input type="hidden" name="consent" value="${consent}"><button name="decision" value="approve">Approve</button>`;
+    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Content-Length": Buffer.byteLength(page) });
+    return res.end(page);
+  }
+  if (req.method === "POST" && path === "/authorize") {
+    let body = "";
+    req.setEncoding("utf8").on("data", (chunk) => (body += chunk));
+    return req.on("end", () => {
+      const consent = new URLSearchParams(body).get("consent") ?? "";
+      const [redirect, state] = JSON.parse(Buffer.from(consent, "base64url").toString() || "[]");
+      if (!redirect) return json(res, 400, '{"error":"invalid_request"}');
+      const loc = `${redirect}${redirect.includes("?") ? "&" : "?"}code=${CODE}&state=${encodeURIComponent(state)}` +
+        `&iss=${encodeURIComponent(base)}`;
+      res.writeHead(303, { Location: loc, "Content-Length": 0 });
+      res.end();
+    });
   }
   if (req.method === "POST" && path === "/token") {
     return drain(req, () => json(res, 200, TOKEN_BODY, { "Cache-Control": "no-store" }));

@@ -1,6 +1,8 @@
 // Load loops for the benchmark: the full lazy-auth flow and the unauthenticated (401) call.
 
 import crypto from "node:crypto";
+import http from "node:http";
+import type net from "node:net";
 import { HttpConnection, type HttpResponse } from "./http-client.ts";
 
 export interface FlowTarget {
@@ -8,6 +10,14 @@ export interface FlowTarget {
   port: number;
   /** scope value the server under test grants (each server names its scope differently) */
   scope: string;
+  /**
+   * How the user approves: "form" gets the consent page and POSTs its signed consent token back
+   * (this server, and the canned floor with the same two requests); "query" is one GET carrying
+   * `approved=1` (the upstream example).
+   */
+  consent: "form" | "query";
+  /** The Client ID Metadata Document URL from startClientMetadata(). */
+  clientId: string;
 }
 
 export interface WindowResult {
@@ -19,10 +29,27 @@ export interface WindowResult {
   latencies: number[];
 }
 
-// A loopback client: a Client ID Metadata Document URL on loopback, with a loopback
-// redirect URI. Both servers accept it (neither fetches the document).
-export const CLIENT_ID = "http://127.0.0.1/bench/client-metadata.json";
+// A loopback client: a Client ID Metadata Document URL on loopback, with a loopback redirect URI.
+// This server fetches the document and keeps it for its Cache-Control max-age (an hour here), so the
+// fetch happens once per server process, during warm-up; the upstream accepts the URL unfetched.
 export const REDIRECT_URI = "http://127.0.0.1/bench/callback";
+
+/** Serves the client's metadata document on a loopback port; resolves with its URL (the client_id). */
+export async function startClientMetadata(): Promise<{ clientId: string; close: () => void }> {
+  const server = http.createServer((_request, res) => {
+    const document = JSON.stringify({
+      client_id: clientId,
+      client_name: "lazy-auth bench",
+      redirect_uris: [REDIRECT_URI],
+      token_endpoint_auth_method: "none",
+    });
+    res.writeHead(200, { "Content-Type": "application/json", "Cache-Control": "max-age=3600" }).end(document);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const clientId = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/bench/client-metadata.json`;
+  server.unref();
+  return { clientId, close: () => server.close() };
+}
 
 interface Pkce {
   verifier: string;
@@ -71,6 +98,23 @@ function expect(cond: unknown, what: string, res: HttpResponse): asserts cond {
   if (!cond) throw new Error(`${what}: HTTP ${res.status} ${res.body.slice(0, 160)}`);
 }
 
+/** The user's approval at /authorize, as `consent` says; resolves with the redirect back to the client. */
+async function approve(conn: HttpConnection, t: FlowTarget, query: string): Promise<HttpResponse> {
+  if (t.consent === "query") {
+    const r = await conn.request("GET", `/authorize?${query}&approved=1`);
+    expect(r.status === 302, "authorize", r);
+    return r;
+  }
+  const page = await conn.request("GET", `/authorize?${query}`);
+  expect(page.status === 200, "consent page", page);
+  const consent = /name="consent" value="([^"]*)"/.exec(page.body)?.[1];
+  expect(consent, "consent token on the page", page);
+  const form = `consent=${enc(consent)}&decision=approve`;
+  const r = await conn.request("POST", "/authorize", { "Content-Type": "application/x-www-form-urlencoded" }, form);
+  expect(r.status === 303, "approve", r);
+  return r;
+}
+
 /**
  * One lazy-auth flow as a client performs it after the 401 challenge:
  * approve at /authorize (code from Location) → redeem at /token with the PKCE verifier →
@@ -81,17 +125,17 @@ export async function oneFlow(conn: HttpConnection, t: FlowTarget, n: number): P
   const base = `http://${t.host}:${t.port}`;
   const resource = `${base}/mcp`;
   const state = `st${n}`;
-  const authorize = `/authorize?response_type=code&client_id=${enc(CLIENT_ID)}&redirect_uri=${enc(REDIRECT_URI)}` +
+  const query = `response_type=code&client_id=${enc(t.clientId)}&redirect_uri=${enc(REDIRECT_URI)}` +
     `&code_challenge=${pk.challenge}&code_challenge_method=S256&state=${state}` +
-    `&scope=${enc(t.scope)}&resource=${enc(resource)}&approved=1`;
-  const r1 = await conn.request("GET", authorize);
-  expect(r1.status === 302 && r1.headers["location"], "authorize", r1);
+    `&scope=${enc(t.scope)}&resource=${enc(resource)}`;
+  const r1 = await approve(conn, t, query);
+  expect(r1.headers["location"], "authorize redirect", r1);
   const loc = new URL(r1.headers["location"]);
   const code = loc.searchParams.get("code");
   expect(code && loc.searchParams.get("state") === state, "authorize redirect", r1);
 
   const form = `grant_type=authorization_code&code=${enc(code)}&code_verifier=${pk.verifier}` +
-    `&client_id=${enc(CLIENT_ID)}&redirect_uri=${enc(REDIRECT_URI)}&resource=${enc(resource)}`;
+    `&client_id=${enc(t.clientId)}&redirect_uri=${enc(REDIRECT_URI)}&resource=${enc(resource)}`;
   const r2 = await conn.request("POST", "/token", { "Content-Type": "application/x-www-form-urlencoded" }, form);
   expect(r2.status === 200, "token", r2);
   const tok = JSON.parse(r2.body);

@@ -4,7 +4,7 @@
 //   tsx bench/profile.ts --from FILE.cpuprofile --ops N [--401]     (analyse a kept profile again)
 //
 // Starts `node --import tsx --cpu-prof server.ts`, drives the same flow load as the bench
-// (16 concurrent clients: authorize → token → protected tools/call), stops the server with
+// (16 concurrent clients: consent page → approve → token → protected tools/call), stops the server with
 // SIGTERM (it writes the profile on its graceful exit). With --401 the load is the
 // unauthenticated protected call at 32 connections instead and prints where its CPU time went:
 // self time by function, by origin (server.ts, jose, node internals, GC, ...), and the
@@ -18,7 +18,7 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { freePort, HttpConnection } from "./http-client.ts";
-import { oneFlow, oneUnauthorized, runWindow } from "./load.ts";
+import { oneFlow, oneUnauthorized, runWindow, startClientMetadata } from "./load.ts";
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH_DIR);
@@ -270,9 +270,11 @@ async function main(): Promise<void> {
     if (performance.now() - t0 > 20000) throw new Error("server did not start");
     await new Promise((r) => setTimeout(r, 10));
   }
+  const client = await startClientMetadata();
+  const target = { host: HOST, port, scope: "mcp", consent: "form" as const, clientId: client.clientId };
   const op = UNAUTH
     ? (conn: HttpConnection) => oneUnauthorized(conn)
-    : (conn: HttpConnection, n: number) => oneFlow(conn, { host: HOST, port, scope: "mcp" }, n);
+    : (conn: HttpConnection, n: number) => oneFlow(conn, target, n);
   const w = await runWindow(HOST, port, UNAUTH ? 32 : 16, SECONDS, op, false);
   process.stderr.write(
     `profile: ${w.ops} ${UNAUTH ? "401 answers" : "flows"} in ${w.seconds.toFixed(1)} s, ${w.errors} errors${

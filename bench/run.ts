@@ -1,4 +1,4 @@
-// Benchmark: this server (under tsx and under Deno) against the upstream lazy-auth example
+// Benchmark: this server (under tsx, Deno, Node 24 and Bun) against the upstream lazy-auth example
 // and against canned-response floors. Run from the repository root: `npm run bench`.
 //
 // Options: --rounds N (default 3)  --seconds S (measured window, default 4)
@@ -14,8 +14,17 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort, HttpConnection } from "./http-client.ts";
-import { median, oneFlow, oneUnauthorized, percentile, runWindow, type WindowResult } from "./load.ts";
+import {
+  median,
+  oneFlow,
+  oneUnauthorized,
+  percentile,
+  runWindow,
+  startClientMetadata,
+  type WindowResult,
+} from "./load.ts";
 import { hwmKb, listeningPid, machineCpuSeconds, processTree, rssKb, treeCpuSeconds } from "./proc.ts";
+import { runtimeBinary, RUNTIMES } from "../test/runtimes.ts";
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.dirname(BENCH_DIR);
@@ -94,6 +103,8 @@ interface TargetSpec {
   label: string;
   kind: Kind;
   scope: string;
+  /** how the user approves at /authorize (see FlowTarget in load.ts) */
+  consent: "form" | "query";
   command: (port: number) => string[];
 }
 interface Running {
@@ -242,8 +253,9 @@ async function measured(
   return best!;
 }
 
-async function flowSample(r: Running, warm: number): Promise<FlowSample> {
-  const op = (conn: HttpConnection, n: number) => oneFlow(conn, { host: HOST, port: r.port, scope: r.spec.scope }, n);
+async function flowSample(r: Running, warm: number, clientId: string): Promise<FlowSample> {
+  const target = { host: HOST, port: r.port, scope: r.spec.scope, consent: r.spec.consent, clientId };
+  const op = (conn: HttpConnection, n: number) => oneFlow(conn, target, n);
   await runWindow(HOST, r.port, FLOW_CONCURRENCY, warm, op, false);
   const { w, cpuSeconds, foreignCores } = await measured(
     r,
@@ -409,6 +421,8 @@ interface Results {
   environment: {
     node: string;
     deno: string | null;
+    node24: string | null;
+    bun: string | null;
     cpus: number;
     loadAverageAtEnd?: number[];
     [detail: string]: unknown;
@@ -431,28 +445,32 @@ async function main(): Promise<void> {
   const deno = denoCommand();
   const floorScript = path.join(BENCH_DIR, "floor-servers.mjs");
 
+  // Node 24 and Bun: the binaries `npm run runtimes` installs for the tests (into .runtimes/)
+  const node24 = runtimeBinary("node24");
+  const bun = runtimeBinary("bun");
+
+  const thisServer = (key: string, label: string, command: string[]): TargetSpec => ({
+    key,
+    label,
+    kind: "this",
+    scope: "mcp",
+    consent: "form",
+    command: () => command,
+  });
   const specs: Record<string, TargetSpec> = {
-    tsx: { key: "tsx", label: "this (tsx)", kind: "this", scope: "mcp", command: () => [tsxBin, "server.ts"] },
+    tsx: thisServer("tsx", "this (tsx)", [tsxBin, "server.ts"]),
     // cold start only: the same server without the tsx CLI's wrapper process
-    tsxImport: {
-      key: "tsxImport",
-      label: "this (node --import tsx)",
-      kind: "this",
-      scope: "mcp",
-      command: () => [process.execPath, "--import", "tsx", "server.ts"],
-    },
-    deno: {
-      key: "deno",
-      label: "this (deno)",
-      kind: "this",
-      scope: "mcp",
-      command: () => [...(deno ?? ["deno"]), "run", "-A", "server.ts"],
-    },
+    tsxImport: thisServer("tsxImport", "this (node --import tsx)", [process.execPath, "--import", "tsx", "server.ts"]),
+    deno: thisServer("deno", "this (deno)", [...(deno ?? ["deno"]), "run", "-A", "server.ts"]),
+    // Node 24 strips the types itself: no loader, no flags
+    node24: thisServer("node24", "this (node 24)", [node24 ?? "node", "server.ts"]),
+    bun: thisServer("bun", "this (bun)", [bun ?? "bun", "server.ts"]),
     upstream: {
       key: "upstream",
       label: "upstream",
       kind: "upstream",
       scope: "read:secret",
+      consent: "query",
       command: () => [process.execPath, UPSTREAM_ENTRY],
     },
     floorFlow: {
@@ -460,6 +478,7 @@ async function main(): Promise<void> {
       label: "canned floor",
       kind: "floor",
       scope: "mcp",
+      consent: "form",
       command: (port) => [process.execPath, floorScript, "flow", String(port)],
     },
     floor401: {
@@ -467,12 +486,23 @@ async function main(): Promise<void> {
       label: "bare 401 floor",
       kind: "floor",
       scope: "mcp",
+      consent: "form",
       command: (port) => [process.execPath, floorScript, "401", String(port)],
     },
   };
-  const thisKeys = haveThis ? (deno ? ["tsx", "deno"] : ["tsx"]) : [];
+  const present: Record<string, boolean> = {
+    tsx: true,
+    deno: deno !== null,
+    node24: node24 !== null,
+    bun: bun !== null,
+  };
+  const thisKeys = haveThis ? Object.keys(present).filter((k) => present[k]) : [];
   if (!haveThis) log("bench: server.ts not found or --skip-this: measuring only the upstream and the floors");
   if (haveThis && !deno) log("bench: no deno executable found: skipping the Deno runs");
+  if (haveThis && !node24) {
+    log(`bench: ${RUNTIMES.node24.name} not in .runtimes/ (npm run runtimes): skipping its runs`);
+  }
+  if (haveThis && !bun) log(`bench: ${RUNTIMES.bun.name} not in .runtimes/ (npm run runtimes): skipping its runs`);
 
   const upstreamVersion = JSON.parse(fs.readFileSync(path.join(UPSTREAM_PKG, "package.json"), "utf8")).version;
   let gitRev = "unknown";
@@ -490,6 +520,8 @@ async function main(): Promise<void> {
     environment: {
       node: process.version,
       deno: deno ? version(deno, ["--version"]) : null,
+      node24: node24 ? version([node24], ["--version"]) : null,
+      bun: bun ? `bun ${version([bun], ["--version"])}` : null,
       cpus: os.cpus().length,
       cpuModel: os.cpus()[0]?.model ?? "unknown",
       memoryGiB: Math.round(os.totalmem() / 2 ** 30),
@@ -553,6 +585,7 @@ async function main(): Promise<void> {
   // ---- long-running servers for the load phases
   const flowKeys = [...thisKeys, "upstream", "floorFlow"];
   const unauthKeys = [...thisKeys, "upstream", "floor401"];
+  const client = await startClientMetadata(); // the flows' client_id, a metadata document this server fetches
   const running: Record<string, Running> = {};
   for (const k of [...new Set([...flowKeys, ...unauthKeys])]) {
     running[k] = await launch(specs[k]);
@@ -568,7 +601,7 @@ async function main(): Promise<void> {
     const flows: Record<string, FlowSample[]> = Object.fromEntries(flowKeys.map((k) => [k, []]));
     for (let round = 0; round < ROUNDS; round++) {
       for (const k of rotated(flowKeys, round)) {
-        const s = await flowSample(running[k], round === 0 ? WARMUP_SECONDS * 2 : WARMUP_SECONDS);
+        const s = await flowSample(running[k], round === 0 ? WARMUP_SECONDS * 2 : WARMUP_SECONDS, client.clientId);
         flows[k].push(s);
         log(
           `bench: flow   round ${round + 1}/${ROUNDS} ${specs[k].label.padEnd(14)} ${
@@ -648,6 +681,7 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const r of Object.values(running)) await stop(r);
+    client.close();
   }
 
   // ---- single-use memory of this server's MemoryStore

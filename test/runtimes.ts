@@ -7,6 +7,7 @@
 //   tsx test/runtimes.ts bun <args...>      the same for Bun
 //
 // A missing binary is a skip for a contributor and a failure under CI (the CI variable set).
+// The benchmark imports runtimeBinary() to run the server on the same binaries.
 
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -27,7 +28,7 @@ interface Runtime {
 
 const os = process.platform;
 const arch = process.arch;
-const RUNTIMES: Record<string, Runtime> = {
+export const RUNTIMES: Record<"node24" | "bun", Runtime> = {
   node24: {
     name: "Node 24",
     pkg: os === "linux" && (arch === "x64" || arch === "arm64") ? `node-linux-${arch}` : null,
@@ -72,11 +73,18 @@ function install(): number {
   return npm.status ?? 1;
 }
 
-/** Runs the runtime's binary with `args` from the repository root; its exit status is ours. */
-function run(key: string, args: string[]): number {
+/** The installed binary of a runtime, or null when it is not installed. */
+export function runtimeBinary(key: keyof typeof RUNTIMES): string | null {
   const runtime = RUNTIMES[key];
   const binary = runtime.pkg ? join(FOLDER, "node_modules", runtime.pkg, runtime.bin) : null;
-  if (!binary || !existsSync(binary)) {
+  return binary && existsSync(binary) ? binary : null;
+}
+
+/** Runs the runtime's binary with `args` from the repository root; its exit status is ours. */
+function run(key: keyof typeof RUNTIMES, args: string[]): number {
+  const runtime = RUNTIMES[key];
+  const binary = runtimeBinary(key);
+  if (!binary) {
     const why = runtime.pkg ? "not installed (npm run runtimes installs it)" : `no npm package for ${os}-${arch}`;
     if (process.env.CI) {
       console.error(`${runtime.name}: ${why}: failing, since CI is set`);
@@ -91,8 +99,14 @@ function run(key: string, args: string[]): number {
   return child.status ?? 1;
 }
 
-const [command, ...args] = process.argv.slice(2);
-if (command === "install") process.exit(install());
-if (Object.hasOwn(RUNTIMES, command)) process.exit(run(command, args));
-console.error(`usage: tsx test/runtimes.ts install | ${Object.keys(RUNTIMES).join(" | ")} <args...>`);
-process.exit(2);
+function main(command: string, args: string[]): number {
+  if (command === "install") return install();
+  if (command === "node24" || command === "bun") return run(command, args);
+  console.error(`usage: tsx test/runtimes.ts install | ${Object.keys(RUNTIMES).join(" | ")} <args...>`);
+  return 2;
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [command, ...args] = process.argv.slice(2);
+  process.exit(main(command, args));
+}
