@@ -849,7 +849,7 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
       });
     }
     if (method === "tools/call" && params.name === "elicit_url" && !modern) {
-      return elicitDuringCall(req, res, id, base, caller);
+      return elicitDuringCall(res, id, base, caller);
     }
     const outcome = await answer(method, params, caller, modern, base);
     if ("error" in outcome) {
@@ -1091,19 +1091,13 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
    * request; the client's answer arrives as a POST of its own (202 above), matched by an unguessable id.
    * That POST must reach this instance: behind a balancer, this tool needs sticky routing.
    */
-  async function elicitDuringCall(
-    req: IncomingMessage,
-    res: ServerResponse,
-    id: unknown,
-    base: string,
-    caller: Caller,
-  ) {
+  async function elicitDuringCall(res: ServerResponse, id: unknown, base: string, caller: Caller) {
     const elicitation = await newElicitation("elicit_url", caller, base);
     const requestId = `elicit-${randomId()}`;
     const answered = new Promise<Record<string, unknown> | undefined>((resolve) => {
       awaitedAnswers.set(requestId, resolve);
       setTimeout(() => resolve(undefined), config.elicitationWaitMs).unref();
-      req.socket.once("close", () => resolve(undefined));
+      res.once("close", () => resolve(undefined)); // the client went away (or the stream ended)
     }).finally(() => awaitedAnswers.delete(requestId));
     // No `id:` lines: with event ids a client would treat the stream as resumable and come back with GET.
     const event = (message: Record<string, unknown>) => res.write(`data: ${JSON.stringify(message)}\n\n`);
@@ -1534,13 +1528,156 @@ const SECRET_APP_URI = "ui://lazy-auth/secret.html";
 const appMeta = (resourceUri: string) => ({ ui: { resourceUri }, "ui/resourceUri": resourceUri });
 
 const AUTH_BUTTON_APP = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Auth me</title></head>
-<body><button id="auth">Auth me</button> <button id="revoke">Revoke token</button><p id="answer"></p></body></html>
+<html lang="en"><head><meta charset="utf-8"><title>Auth me</title>
+<style>
+  /* The host's theme when it names one (data-theme), else the system's: color-scheme picks light-dark(). */
+  :root { color-scheme: light dark; font: 15px/1.4 system-ui, sans-serif; }
+  :root[data-theme="light"] { color-scheme: light; }
+  :root[data-theme="dark"] { color-scheme: dark; }
+  body { margin: 0; padding: 12px; background: light-dark(#fff, #1f1f1f); color: light-dark(#1f1f1f, #ececec); }
+  button { font: inherit; padding: 6px 14px; border-radius: 6px; cursor: pointer; color: inherit;
+    border: 1px solid light-dark(#bbb, #555); background: light-dark(#f3f3f3, #2c2c2c); }
+  #auth { background: light-dark(#2457d6, #4a78ee); border-color: transparent; color: #fff; }
+  button:disabled { opacity: 0.6; cursor: default; }
+  #answer { margin: 12px 0 0; overflow-wrap: anywhere; }
+  #answer.error { color: light-dark(#b3261e, #ff8a80); }
+</style></head>
+<body>
+<button id="auth" type="button" disabled>Auth me</button>
+<button id="revoke" type="button" disabled>Revoke token</button>
+<p id="answer" role="status"></p>
+<script>
+"use strict";
+// The view side of MCP Apps (2026-01-26), by hand: JSON-RPC 2.0 with the host over postMessage.
+const pending = new Map(); // request id → its promise; no timeout: the host may run a sign-in that takes minutes
+let lastId = 0;
+const send = (message) => window.parent.postMessage(Object.assign({ jsonrpc: "2.0" }, message), "*");
+function request(method, params) {
+  const id = ++lastId;
+  send({ id: id, method: method, params: params });
+  return new Promise((resolve, reject) => pending.set(id, { resolve: resolve, reject: reject }));
+}
+window.addEventListener("message", (event) => {
+  const message = event.data;
+  if (event.source !== window.parent || !message || message.jsonrpc !== "2.0") return; // only the host speaks
+  if (message.method === undefined) { // an answer to one of our requests
+    const waiting = pending.get(message.id);
+    pending.delete(message.id);
+    if (waiting && message.error) waiting.reject(new Error(message.error.message));
+    else if (waiting) waiting.resolve(message.result);
+  } else if (message.id !== undefined) { // the host's requests: teardown and ping want an empty answer
+    const known = message.method === "ui/resource-teardown" || message.method === "ping";
+    send(known ? { id: message.id, result: {} } : { id: message.id, error: { code: -32601, message: "Not found" } });
+  } else if (message.method === "ui/notifications/host-context-changed") {
+    followTheme(message.params);
+  }
+});
+function reportSize() { // how much room the view needs: sent once initialized, then on every change
+  const box = document.documentElement.getBoundingClientRect();
+  const size = { width: Math.ceil(box.width), height: Math.ceil(box.height) };
+  send({ method: "ui/notifications/size-changed", params: size });
+}
+function followTheme(context) {
+  const theme = context && context.theme;
+  if (theme === "light" || theme === "dark") document.documentElement.dataset.theme = theme;
+}
+function show(text, isError) {
+  const answer = document.getElementById("answer");
+  answer.textContent = text; // always as text: a tool's answer is never HTML here
+  answer.classList.toggle("error", isError);
+}
+const buttons = document.querySelectorAll("button");
+async function callTool(name) {
+  for (const button of buttons) button.disabled = true;
+  show("Calling " + name + "…", false);
+  try {
+    const result = await request("tools/call", { name: name, arguments: {} });
+    const first = (result.content || []).find((block) => block.type === "text");
+    show(first ? first.text : "(no text in the answer)", result.isError === true);
+  } catch (error) { // the host's call failed: the user abandoned the sign-in, the server is gone, …
+    show(name + " failed: " + error.message, true);
+  }
+  for (const button of buttons) button.disabled = false;
+}
+document.getElementById("auth").onclick = () => callTool("get_secret");
+document.getElementById("revoke").onclick = () => callTool("revoke_auth_token");
+request("ui/initialize", {
+  appInfo: { name: "lazy-auth-button", version: "1.0.0" },
+  appCapabilities: {},
+  protocolVersion: "2026-01-26",
+}).then((result) => {
+  followTheme(result.hostContext);
+  send({ method: "ui/notifications/initialized", params: {} });
+  for (const button of buttons) button.disabled = false;
+  new ResizeObserver(reportSize).observe(document.documentElement);
+}, (error) => show("The host did not start this view: " + error.message, true));
+</script>
+</body></html>
 `;
 
 const SECRET_APP = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Secret</title></head>
-<body><p id="secret">Waiting for the secret…</p></body></html>
+<html lang="en"><head><meta charset="utf-8"><title>Secret</title>
+<style>
+  /* The host's theme when it names one (data-theme), else the system's: color-scheme picks light-dark(). */
+  :root { color-scheme: light dark; font: 15px/1.4 system-ui, sans-serif; }
+  :root[data-theme="light"] { color-scheme: light; }
+  :root[data-theme="dark"] { color-scheme: dark; }
+  body { margin: 0; padding: 12px; background: light-dark(#fff, #1f1f1f); color: light-dark(#1f1f1f, #ececec); }
+  #secret { margin: 0; overflow-wrap: anywhere; }
+  #secret.waiting { opacity: 0.7; font-style: italic; }
+  #secret.error { color: light-dark(#b3261e, #ff8a80); }
+</style></head>
+<body><p id="secret" class="waiting" role="status">Waiting for secret data…</p>
+<script>
+"use strict";
+// The view side of MCP Apps (2026-01-26), by hand. Its one request is ui/initialize (id 1); the host then
+// sends get_secret's result as a notification.
+const send = (message) => window.parent.postMessage(Object.assign({ jsonrpc: "2.0" }, message), "*");
+function reportSize() { // how much room the view needs: sent once initialized, then on every change
+  const box = document.documentElement.getBoundingClientRect();
+  const size = { width: Math.ceil(box.width), height: Math.ceil(box.height) };
+  send({ method: "ui/notifications/size-changed", params: size });
+}
+function followTheme(context) {
+  const theme = context && context.theme;
+  if (theme === "light" || theme === "dark") document.documentElement.dataset.theme = theme;
+}
+function show(text, className) {
+  const secret = document.getElementById("secret");
+  secret.textContent = text; // always as text: a tool's answer is never HTML here
+  secret.className = className;
+}
+window.addEventListener("message", (event) => {
+  const message = event.data;
+  if (event.source !== window.parent || !message || message.jsonrpc !== "2.0") return; // only the host speaks
+  if (message.id === 1 && message.method === undefined) { // the answer to ui/initialize
+    if (message.error) return show("The host did not start this view: " + message.error.message, "error");
+    followTheme(message.result.hostContext);
+    send({ method: "ui/notifications/initialized", params: {} });
+    new ResizeObserver(reportSize).observe(document.documentElement);
+  } else if (message.id !== undefined) { // the host's requests: teardown and ping want an empty answer
+    const known = message.method === "ui/resource-teardown" || message.method === "ping";
+    send(known ? { id: message.id, result: {} } : { id: message.id, error: { code: -32601, message: "Not found" } });
+  } else if (message.method === "ui/notifications/tool-result") {
+    const first = (message.params.content || []).find((block) => block.type === "text");
+    show(first ? first.text : "(no text in the result)", message.params.isError === true ? "error" : "");
+  } else if (message.method === "ui/notifications/tool-cancelled") {
+    show("The call was cancelled.", "error");
+  } else if (message.method === "ui/notifications/host-context-changed") {
+    followTheme(message.params);
+  }
+});
+send({
+  id: 1,
+  method: "ui/initialize",
+  params: {
+    appInfo: { name: "lazy-auth-secret", version: "1.0.0" },
+    appCapabilities: {},
+    protocolVersion: "2026-01-26",
+  },
+});
+</script>
+</body></html>
 `;
 
 // Started directly (`tsx server.ts`, `node server.ts`, `deno run server.ts`, `bun server.ts`) rather than
