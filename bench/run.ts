@@ -807,6 +807,7 @@ function render(res: Results, thisKeys: string[]): string {
   const out: string[] = [];
   out.push(
     `lazy-auth MCP bench — ${res.date}  (node ${res.environment.node}, ${res.environment.deno ?? "no deno"}, ` +
+      `node 24 ${res.environment.node24 ?? "missing"}, ${res.environment.bun ?? "no bun"}, ` +
       `${res.environment.cpus} cpus, ${res.settings.rounds} rounds × ${res.settings.windowSeconds} s, medians)`,
   );
   out.push(line(rows[0]));
