@@ -71,7 +71,7 @@ function numberFrom(name: string, raw: string | undefined, fallback: number, min
 }
 
 /** PUBLIC_URL is parsed, not pattern-matched: a URL that would fail later fails here, at startup. */
-function parsePublicUrl(raw: string): { base: string; host: string } {
+function parsePublicUrl(raw: string): { base: string; host: string; path: string } {
   const url = URL.canParse(raw) ? new URL(raw) : undefined;
   const clean = url && /^https?:$/.test(url.protocol) && !url.username && !url.password && !url.search && !url.hash;
   if (!url || !clean || !/^https?:\/\//i.test(raw)) {
@@ -79,7 +79,8 @@ function parsePublicUrl(raw: string): { base: string; host: string } {
       `PUBLIC_URL must be an http(s) URL with a valid host and port, no query or fragment: "${raw}"`,
     );
   }
-  return { base: `${url.origin}${url.pathname.replace(/\/$/, "")}`, host: url.host };
+  const path = url.pathname.replace(/\/$/, ""); // the mount path, when the server sits under one
+  return { base: `${url.origin}${path}`, host: url.host, path };
 }
 
 // ─── Token kinds ─────────────────────────
@@ -252,7 +253,8 @@ export async function createHandler(options: ServerOptions = {}): Promise<LazyAu
     }
     return isLoopbackHostHeader(host) ? `http://${host}${mountPath(req)}` : undefined;
   }
-  const mountPath = (req: IncomingMessage & { baseUrl?: string }) => config.basePath ?? req.baseUrl ?? "";
+  const mountPath = (req: IncomingMessage & { baseUrl?: string }) =>
+    config.basePath ?? (req.baseUrl || config.publicUrl?.path || "");
 
   /** The authorization server's identifier (RFC 8414 §2); in reactive mode on a sub-path of its own. */
   const issuerOf = (base: string) => (config.reactive ? `${base}/oauth` : base);
@@ -1374,6 +1376,8 @@ class ClientGone extends Error {}
  */
 function readBody(req: IncomingMessage, limit: number): Promise<string | undefined> {
   return new Promise((resolve, reject) => {
+    // Mounted behind a body parser (express.json() before app.use), the stream was read already.
+    if (req.readableEnded) return reject(new Error("the body was read before this handler: mount it before parsers"));
     let refused = false;
     const refuse = () => {
       if (!refused) setTimeout(() => req.complete || req.destroy(), 1000).unref();
