@@ -39,11 +39,15 @@ const SECRET = randomBytes(32).toString("hex");
 let server: Running;
 let base = ""; // http://127.0.0.1:PORT — also the issuer
 let resource = ""; // base + "/mcp"
+// The in-memory store forgets on restart, so the server binds its codes and tokens to this process with a
+// `mem` claim; forgeries right in every way carry it too (read off a real token).
+let memoryId: unknown;
 
 before(async () => {
   server = await startServer({ port: 0, host: "127.0.0.1", jwtSecret: SECRET, log: () => {} });
   base = server.url;
   resource = `${base}/mcp`;
+  memoryId = decodeJwt((await signIn(base)).access_token).mem;
 });
 after(() => server.close());
 
@@ -187,6 +191,7 @@ function accessClaims(overrides: JWTPayload = {}): JWTPayload {
     client_id: CLIENT_ID,
     scope: "mcp",
     sid: randomBytes(8).toString("hex"),
+    mem: memoryId,
     ...overrides,
   };
 }
@@ -812,6 +817,7 @@ describe("/token", () => {
       code_challenge: pkce.challenge,
       scope: "mcp",
       resource,
+      mem: memoryId,
       ...overrides,
     });
     const redeem = (code: string) =>
@@ -1005,8 +1011,8 @@ describe("/token", () => {
       host: "127.0.0.1",
       jwtSecret: SECRET,
       log: () => {},
-      store: {
-        durable: false,
+      store: { // a shared store (durable, like Redis) that is down: tokens it vouched for earlier reach it
+        durable: true,
         spendOnce: down,
         startSession: down,
         rotateRefresh: down,
@@ -1028,6 +1034,7 @@ describe("/token", () => {
         sid: "s",
         client_id: CLIENT_ID,
         scope: "mcp",
+        resource: `${at}/mcp`,
         exp: nowSeconds() + 60,
       }, { typ: "refresh+jwt" });
       assertOAuthError(await refreshRequest(refresh, CLIENT_ID, at), 503, "temporarily_unavailable");

@@ -1,10 +1,11 @@
 /**
  * Shared pieces for the interop tests with real MCP clients:
  * - `approveAsUser`: the in-process "user" who opens the authorization URL, reads the consent page,
- *   follows its Approve link and hands back the callback URL the server redirected to;
+ *   submits its form with Approve and hands back the callback URL the server redirected to;
  * - `FetchLog`: a fetch wrapper that records what a client sent (OAuth grants, registrations, MCP methods);
  * - `TestOAuthProvider`: an OAuth client provider for the official SDKs, storing everything in memory and
  *   counting how often it had to send the user to authorize;
+ * - `CLIENT_METADATA_URL`: a Client ID Metadata Document served on loopback, which the server fetches;
  * - `describeLazyAuthFlow`: the whole lazy-auth story (public calls, 401, OAuth, retry, silent refresh,
  *   revocation, re-authorization) as ordered tests, run against any client behind a small adapter.
  */
@@ -13,11 +14,18 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import { type RunningServer, startServer } from "../server.ts";
+import { clientDocuments, consentForm, decide } from "./helpers.ts";
 
-/** Where the clients say they listen for the callback. Nothing listens: the "user" reads the 302 instead. */
+/** Where the clients say they listen for the callback. Nothing listens: the "user" reads the 303 instead. */
 export const REDIRECT_URL = "http://127.0.0.1:8976/callback";
-/** A Client ID Metadata Document URL: https with a path, as the SDKs require. The server does not fetch it. */
-export const CLIENT_METADATA_URL = "https://client.example/oauth/client.json";
+const CLIENT_METADATA_PATH = "/interop-client.json";
+/**
+ * A Client ID Metadata Document URL on the loopback document server; the server fetches it and checks
+ * REDIRECT_URL is listed. It is http: the server accepts http documents on loopback only, for local tests.
+ */
+export const CLIENT_METADATA_URL = clientDocuments.client(CLIENT_METADATA_PATH, [REDIRECT_URL], {
+  name: "Interop test client",
+});
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -28,42 +36,24 @@ export function startTestServer(accessTokenTtlSeconds = 1): Promise<RunningServe
 
 // ─── The user ────────────────────────────────────────────────────────────────────────────────────
 
-/** Decodes the character references an HTML attribute value may hold. */
-function decodeHtmlAttribute(value: string): string {
-  const named: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" };
-  return value.replace(/&(#x[0-9a-f]+|#\d+|[a-z]+);/gi, (whole, ref: string) => {
-    if (ref[0] !== "#") return named[ref.toLowerCase()] ?? whole;
-    const code = ref[1] === "x" || ref[1] === "X" ? parseInt(ref.slice(2), 16) : parseInt(ref.slice(1), 10);
-    return String.fromCodePoint(code);
-  });
-}
-
-/** The href of the consent page's `<a id="approve" …>`, resolved against the page URL. */
-export function findApproveLink(html: string, pageUrl: URL): URL {
-  const anchor = /<a\b[^>]*\bid="approve"[^>]*>/i.exec(html)?.[0];
-  assert.ok(anchor, "the consent page has an Approve link");
-  assert.match(anchor, /\brole="button"/, "the Approve link is styled as a button");
-  const href = /\bhref="([^"]*)"/i.exec(anchor)?.[1];
-  assert.ok(href, "the Approve link has an href");
-  return new URL(decodeHtmlAttribute(href), pageUrl);
-}
-
 /**
- * Plays the user: opens the authorization URL, checks the consent page, clicks Approve, and returns the
- * URL the server redirected back to (the client's callback with code, state and iss).
+ * Plays the user: opens the authorization URL, checks the consent page, clicks Approve (the page's form
+ * POST, carrying its consent token), and returns the URL the server redirected back to (the client's
+ * callback with code, state and iss).
  */
 export async function approveAsUser(authorizationUrl: URL | string): Promise<URL> {
   const pageUrl = new URL(authorizationUrl);
   const page = await fetch(pageUrl, { redirect: "manual" });
-  assert.equal(page.status, 200, "the authorization URL shows a consent page");
+  const html = await page.text();
+  assert.equal(page.status, 200, `the authorization URL shows a consent page: ${html}`);
   assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
-  const approve = findApproveLink(await page.text(), pageUrl);
-  const answer = await fetch(approve, { redirect: "manual" });
-  await answer.body?.cancel();
-  assert.equal(answer.status, 302, "approving redirects back to the client");
+  const form = consentForm(html, pageUrl);
+  assert.equal(form.action.href, `${pageUrl.origin}${pageUrl.pathname}`, "the form posts back to /authorize");
+  const answer = await decide(form, "approve");
+  assert.equal(answer.status, 303, `approving redirects back to the client: ${answer.text}`);
   const location = answer.headers.get("location");
   assert.ok(location, "the redirect has a Location");
-  return new URL(location, approve);
+  return new URL(location, form.action);
 }
 
 // ─── What the client sent ────────────────────────────────────────────────────────────────────────
@@ -140,16 +130,21 @@ export class TestOAuthProvider<
 > {
   /** Every authorization URL the client sent the user to. */
   readonly authorizationUrls: URL[] = [];
-  readonly clientMetadataUrl?: string;
   readonly redirectUrl = REDIRECT_URL;
   lastState?: string;
   #tokens?: Tokens;
   #client?: ClientInfo;
+  #configuredClientId?: string;
   #verifier?: string;
   #discovery?: Discovery;
 
-  constructor(options: { clientMetadataUrl?: string } = {}) {
-    if (options.clientMetadataUrl) this.clientMetadataUrl = options.clientMetadataUrl;
+  /**
+   * `clientId`: a client_id the host is configured with, used without registering. The SDKs take a
+   * metadata-document URL as `clientMetadataUrl` only when it is https; the loopback document server
+   * speaks http, so the document URL comes in this way instead — the server fetches and checks it all the same.
+   */
+  constructor(options: { clientId?: string } = {}) {
+    this.#configuredClientId = options.clientId;
   }
 
   get clientMetadata() {
@@ -168,7 +163,8 @@ export class TestOAuthProvider<
   }
 
   clientInformation(): ClientInfo | undefined {
-    return this.#client;
+    if (this.#client || !this.#configuredClientId) return this.#client;
+    return { client_id: this.#configuredClientId } as ClientInfo;
   }
   saveClientInformation(info: ClientInfo): void {
     this.#client = info;
@@ -204,7 +200,7 @@ export class TestOAuthProvider<
 
   /** The client_id the SDK settled on (the metadata-document URL, or the one the server registered). */
   get clientId(): string | undefined {
-    return this.#client?.client_id;
+    return this.clientInformation()?.client_id;
   }
 }
 
@@ -291,7 +287,7 @@ export function describeLazyAuthFlow<
     let client: ClientUnderTest;
     const fetchLog = new FetchLog();
     const provider = new TestOAuthProvider<Tokens, ClientInfo, Discovery>(
-      options.cimd ? { clientMetadataUrl: CLIENT_METADATA_URL } : {},
+      options.cimd ? { clientId: CLIENT_METADATA_URL } : {},
     );
 
     before(async () => {
@@ -389,6 +385,7 @@ export function describeLazyAuthFlow<
       if (options.cimd) {
         assert.equal(clientId, CLIENT_METADATA_URL, "the metadata-document URL is the client_id");
         assert.equal(fetchLog.registrations().length, 0, "no dynamic registration");
+        assert.ok(clientDocuments.fetches(CLIENT_METADATA_PATH) >= 1, "the server fetched the metadata document");
       } else {
         const registrations = fetchLog.registrations();
         assert.equal(registrations.length, 1, "registered once");

@@ -1,7 +1,9 @@
 // Small helpers the test files share: a PKCE pair, an HTTP client wrapper that always reads the body,
-// and the whole sign-in (consent approved → code → tokens). Black-box: they speak HTTP and nothing else.
+// a loopback server for Client ID Metadata Documents, the consent form, and the whole sign-in
+// (consent approved → code → tokens). Black-box: they speak HTTP and nothing else.
 
 import { createHash, randomBytes } from "node:crypto";
+import { createServer } from "node:http";
 
 /** A PKCE pair (RFC 7636 §4.1–4.2): a 43-character verifier and its S256 challenge. */
 export interface Pkce {
@@ -74,9 +76,91 @@ export function callTool(base: string, name: string, token?: string) {
   return rpc(base, { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name, arguments: {} } }, { token });
 }
 
-// A Client ID Metadata Document URL: the server accepts it as client_id without registration.
-export const CLIENT_ID = "https://client.example/oauth/client.json";
+// ─── Client ID Metadata Documents ────────────────────────────────────────────────────────────────
+
+/** What the document server answers at one path. An object body is sent as JSON, a string as it is. */
+export interface DocumentAnswer {
+  body: unknown;
+  status?: number; // default 200
+  headers?: Record<string, string>; // added to content-type: application/json (Cache-Control, Location, …)
+  delayMs?: number; // answer only after this long (a slow site)
+}
+
+/**
+ * A loopback web server standing in for the sites that publish Client ID Metadata Documents: a test puts
+ * a document (or any answer) at a path, the server under test fetches it, and the test counts the fetches.
+ */
+export interface ClientDocuments {
+  origin: string; // http://127.0.0.1:PORT
+  /** Answers `answer` at `path` from now on; returns the URL. */
+  serve(path: string, answer: DocumentAnswer): string;
+  /** A valid document for a public client at `path`: its client_id is its own URL. Returns that URL. */
+  client(path: string, redirectUris: string[], options?: ClientDocumentOptions): string;
+  /** How many times `path` was fetched so far. */
+  fetches(path: string): number;
+}
+
+export interface ClientDocumentOptions {
+  name?: string;
+  cacheControl?: string; // default none: the server must not cache the document
+  extra?: Record<string, unknown>; // more metadata fields, or overrides
+}
+
+/** Starts a document server on a free loopback port. It never keeps the process alive (unref'd, no keep-alive). */
+export async function startClientDocuments(): Promise<ClientDocuments> {
+  const answers = new Map<string, DocumentAnswer>();
+  const counts = new Map<string, number>();
+  const server = createServer((req, res) => {
+    const path = req.url ?? "/";
+    counts.set(path, (counts.get(path) ?? 0) + 1);
+    const answer = answers.get(path) ?? { status: 404, body: { error: "no document here" } };
+    const body = typeof answer.body === "string" ? answer.body : JSON.stringify(answer.body);
+    const send = () =>
+      res.writeHead(answer.status ?? 200, {
+        "content-type": "application/json",
+        connection: "close",
+        ...answer.headers,
+      }).end(body);
+    if (answer.delayMs) setTimeout(send, answer.delayMs).unref();
+    else send();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject).listen(0, "127.0.0.1", () => resolve());
+  });
+  server.unref();
+  const address = server.address();
+  const origin = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`;
+  const documents: ClientDocuments = {
+    origin,
+    serve(path, answer) {
+      answers.set(path, answer);
+      return `${origin}${path}`;
+    },
+    client(path, redirectUris, options = {}) {
+      const url = `${origin}${path}`;
+      const headers = options.cacheControl === undefined ? undefined : { "cache-control": options.cacheControl };
+      const body = {
+        client_id: url,
+        client_name: options.name ?? "Test client",
+        redirect_uris: redirectUris,
+        grant_types: ["authorization_code", "refresh_token"],
+        response_types: ["code"],
+        token_endpoint_auth_method: "none",
+        ...options.extra,
+      };
+      return documents.serve(path, { body, headers });
+    },
+    fetches: (path) => counts.get(path) ?? 0,
+  };
+  return documents;
+}
+
+/** One document server per test process, started when this module loads. */
+export const clientDocuments = await startClientDocuments();
+
 export const REDIRECT_URI = "http://127.0.0.1:8765/callback";
+/** A Client ID Metadata Document URL, served on loopback: the server fetches it and checks REDIRECT_URI is listed. */
+export const CLIENT_ID = clientDocuments.client("/client.json", [REDIRECT_URI]);
 
 export interface AuthorizeOptions {
   clientId?: string;
@@ -102,22 +186,80 @@ export function authorizeUrl(base: string, options: AuthorizeOptions = {}): URL 
   return url;
 }
 
+// ─── Consent ─────────────────────────────────────────────────────────────────────────────────────
+
+/** Decodes the character references an HTML attribute value may hold. */
+export function decodeHtmlAttribute(value: string): string {
+  const named: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'" };
+  return value.replace(/&(#x[0-9a-f]+|#\d+|[a-z]+);/gi, (whole, ref: string) => {
+    if (ref[0] !== "#") return named[ref.toLowerCase()] ?? whole;
+    const code = ref[1] === "x" || ref[1] === "X" ? parseInt(ref.slice(2), 16) : parseInt(ref.slice(1), 10);
+    return String.fromCodePoint(code);
+  });
+}
+
+/** The attributes of every `<tag …>` in `html`, values decoded. */
+export function tagsOf(html: string, tag: string): Record<string, string>[] {
+  return [...html.matchAll(new RegExp(`<${tag}\\b([^>]*)>`, "gi"))].map((match) =>
+    Object.fromEntries(
+      [...match[1].matchAll(/([\w-]+)(?:\s*=\s*"([^"]*)")?/g)].map((
+        attribute,
+      ) => [attribute[1].toLowerCase(), decodeHtmlAttribute(attribute[2] ?? "")]),
+    )
+  );
+}
+
+/** The consent page's form: where it posts, and the signed consent token it carries. */
+export interface ConsentForm {
+  action: URL;
+  consent: string;
+}
+
+/** Reads the consent form off the page: `<form method="post" action=…>` with a hidden `consent` input. */
+export function consentForm(html: string, pageUrl: string | URL): ConsentForm {
+  const form = tagsOf(html, "form").find((attributes) => attributes.method?.toLowerCase() === "post");
+  if (!form) throw new Error(`the consent page has no POST form: ${html.slice(0, 300)}`);
+  const consent = tagsOf(html, "input").find((attributes) => attributes.name === "consent")?.value;
+  if (!consent) throw new Error("the consent form carries no consent token");
+  return { action: new URL(form.action ?? "", pageUrl), consent };
+}
+
+/** Clicks Approve or Deny on the consent page: the form's POST (as a browser sends it, same origin). */
+export function decide(
+  form: ConsentForm,
+  decision: string,
+  headers: Record<string, string> = {},
+): Promise<Answer> {
+  const body = new URLSearchParams({ consent: form.consent, decision });
+  return request(form.action, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded", ...headers },
+    body,
+  });
+}
+
+/** GET the consent page for `url`; fails unless it is one. */
+export async function consentPage(url: URL): Promise<{ page: Answer; form: ConsentForm }> {
+  const page = await request(url);
+  if (page.status !== 200) throw new Error(`/authorize answered ${page.status}: ${page.text}`);
+  return { page, form: consentForm(page.text, url) };
+}
+
 export interface Authorization {
   code: string;
   verifier: string;
   clientId: string;
   redirectUri: string;
-  location: URL; // where the 302 sent the user agent
+  location: URL; // where the 303 sent the user agent
 }
 
-/** The user approves: `/authorize?…&approved=1` → 302 back to the client with a code. */
+/** The user approves: GET the consent page, POST its form with decision=approve → 303 back to the client with a code. */
 export async function authorizeCode(base: string, options: AuthorizeOptions = {}): Promise<Authorization> {
   const pkce = options.pkce ?? pkcePair();
-  const url = authorizeUrl(base, { ...options, pkce });
-  url.searchParams.set("approved", "1");
-  const answer = await request(url);
+  const { form } = await consentPage(authorizeUrl(base, { ...options, pkce }));
+  const answer = await decide(form, "approve");
   const location = answer.headers.get("location");
-  if (answer.status !== 302 || !location) throw new Error(`/authorize answered ${answer.status}: ${answer.text}`);
+  if (answer.status !== 303 || !location) throw new Error(`approving answered ${answer.status}: ${answer.text}`);
   const back = new URL(location);
   const code = back.searchParams.get("code");
   if (!code) throw new Error(`/authorize redirected without a code: ${location}`);
