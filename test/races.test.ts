@@ -16,6 +16,7 @@ import { type IncomingMessage, request } from "node:http";
 import { createHash, randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { MemoryStore, type RunningServer, type SingleUseStore, startServer } from "../server.ts";
+import { consentForm } from "./helpers.ts";
 
 const REDIRECT_URI = "http://127.0.0.1:9/cb";
 
@@ -31,26 +32,35 @@ interface Grant {
 
 /** A store whose every answer comes after 0–4 ms, each operation still atomic: a networked store's timing. */
 class SlowStore implements SingleUseStore {
+  readonly durable = false;
   readonly #inner = new MemoryStore();
-  async #lag() {
+  /** The inner operation, with a random lag before and after it. */
+  async #lagged<T>(operation: () => Promise<T>): Promise<T> {
     await sleep(Math.random() * 4);
+    const answer = await operation();
+    await sleep(Math.random() * 4);
+    return answer;
   }
-  async spendOnce(id: string, expiresAt: number) {
-    await this.#lag();
-    const first = await this.#inner.spendOnce(id, expiresAt);
-    await this.#lag();
-    return first;
+  spendOnce(id: string, expiresAt: number) {
+    return this.#lagged(() => this.#inner.spendOnce(id, expiresAt));
   }
-  async revokeSession(sid: string, expiresAt: number) {
-    await this.#lag();
-    await this.#inner.revokeSession(sid, expiresAt);
-    await this.#lag();
+  startSession(sid: string, refreshJti: string, expiresAt: number) {
+    return this.#lagged(() => this.#inner.startSession(sid, refreshJti, expiresAt));
   }
-  async isRevoked(sid: string) {
-    await this.#lag();
-    const revoked = await this.#inner.isRevoked(sid);
-    await this.#lag();
-    return revoked;
+  rotateRefresh(sid: string, usedJti: string, nextJti: string) {
+    return this.#lagged(() => this.#inner.rotateRefresh(sid, usedJti, nextJti));
+  }
+  revokeSession(sid: string, expiresAt: number) {
+    return this.#lagged(() => this.#inner.revokeSession(sid, expiresAt));
+  }
+  isRevoked(sid: string) {
+    return this.#lagged(() => this.#inner.isRevoked(sid));
+  }
+  raiseFlag(key: string, expiresAt: number) {
+    return this.#lagged(() => this.#inner.raiseFlag(key, expiresAt));
+  }
+  takeFlag(key: string) {
+    return this.#lagged(() => this.#inner.takeFlag(key));
   }
 }
 
@@ -154,10 +164,17 @@ for (const [storeName, makeStore] of stores) {
         code_challenge: createHash("sha256").update(verifier).digest("base64url"),
         code_challenge_method: "S256",
         resource: `${base}/mcp`,
-        approved: "1",
       });
-      const r = await send("GET", `/authorize?${query}`, {});
-      assert.equal(r.status, 302, r.body);
+      const page = await send("GET", `/authorize?${query}`, {});
+      assert.equal(page.status, 200, page.body);
+      const form = consentForm(page.body, base);
+      const r = await send(
+        "POST",
+        form.action.pathname,
+        { "content-type": "application/x-www-form-urlencoded" },
+        new URLSearchParams({ consent: form.consent, decision: "approve" }).toString(),
+      );
+      assert.equal(r.status, 303, r.body);
       const code = new URL(r.headers.location).searchParams.get("code");
       assert.ok(code);
       return { code, verifier };
