@@ -2,13 +2,14 @@
  * Property-based robustness tests (fast-check): well over ten thousand generated requests per run —
  * odd methods, paths, query strings, headers, bodies and tokens, plus near-valid requests with one field
  * broken — against every endpoint. Whatever arrives, the server must:
- *   - never answer 5xx, and always send the CORS headers;
+ *   - never answer 5xx; send the CORS headers on every answer but /authorize's, and none on those;
+ *   - refuse (403) any Host that is neither loopback nor the public URL's;
  *   - answer in the documented shape: JSON {error, error_description} off /mcp (besides the landing text,
- *     the metadata, the consent page, 302 redirects and token answers), JSON-RPC on /mcp, 202 with no
- *     body for notifications, 204 for preflights;
+ *     the metadata, the consent page, the consent form's 303 redirects and token answers), JSON-RPC on
+ *     /mcp, 202 with no body for notifications, 204 for preflights;
  *   - never leak a stack trace;
- *   - never accept a broken credential or a broken authorization/token request, and never redirect to
- *     a URI the client did not ask for;
+ *   - never accept a broken credential or a broken authorization/consent/token request, never approve on
+ *     a GET or a cross-origin POST, and never redirect to a URI the client did not ask for;
  *   - keep serving: a full sign-in works afterwards, with no unhandled rejection in the process.
  *
  * Runs under Node (tsx --test) and Deno (deno test -A). FUZZ_SEED=<n> replays a run (fast-check prints
@@ -22,6 +23,7 @@ import { createHash, createHmac, randomBytes } from "node:crypto";
 import process from "node:process";
 import fc from "fast-check";
 import { type RunningServer, startServer } from "../server.ts";
+import { clientDocuments, consentForm } from "./helpers.ts";
 
 // ─── Process-level watch: nothing may escape the server's own error handling ──────────────────────
 
@@ -37,10 +39,13 @@ const JWT_SECRET = randomBytes(32).toString("hex");
 const KEY = new TextEncoder().encode(JWT_SECRET);
 const REDIRECT_URI = "http://127.0.0.1:9/cb";
 const MODERN = "2026-07-28";
+const FORM = "application/x-www-form-urlencoded";
 const META_VERSION = "io.modelcontextprotocol/protocolVersion";
 const META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities";
 const XSS = [`"><script>alert(1)</script>`, `'><img src=x onerror=alert(1)>`, `</dd><b>bold</b>`];
 const XSS_MARKERS = ["<script>alert", "<img src=x", "<b>bold</b>"];
+// deno-lint-ignore no-control-regex -- C0 controls and DEL: a client_name holding one is refused
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
 
 // ─── Requests and answers ────────────────────────────────────────────────────────────────────────
 
@@ -155,8 +160,11 @@ async function runBatch(
     const outcome = outcomes[i];
     if ("error" in outcome) throw new Error(`no answer (${String(outcome.error)}) to ${String(p)}`);
     try {
-      checkCommon(p, outcome.r);
-      check(p, outcome.r);
+      if (hostRefused(p)) checkRefusedHost(p, outcome.r); // refused before any route: no route's rules apply
+      else {
+        checkCommon(p, outcome.r);
+        check(p, outcome.r);
+      }
     } catch (error) {
       const r = outcome.r;
       throw new Error(
@@ -187,7 +195,7 @@ const ROUTES: Record<string, string> = {
   "/.well-known/oauth-authorization-server": "GET",
   "/.well-known/oauth-protected-resource": "GET",
   "/.well-known/oauth-protected-resource/mcp": "GET",
-  "/authorize": "GET",
+  "/authorize": "GET, POST",
   "/token": "POST",
   "/register": "POST",
   "/mcp": "POST",
@@ -233,12 +241,59 @@ function parseJsonBody(r: Reply): unknown {
 /** node:http upper-cases the method it sends. */
 const sentMethod = (p: Probe) => (p.client === "http" ? p.method.toUpperCase() : p.method);
 
+/**
+ * The Host header values the server serves: loopback (localhost, a dotted 127.x.y.z with octets up to
+ * 255, [::1]) with an optional port from 1 to 65535. This server has no PUBLIC_URL, so nothing else.
+ */
+function isServedHost(host: string): boolean {
+  const match = /^(localhost|127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})|\[::1\])(?::(\d{1,5}))?$/.exec(host);
+  if (!match) return false;
+  const octets = [match[2], match[3], match[4]].filter((octet) => octet !== undefined).map(Number);
+  const port = match[5] === undefined ? 1 : Number(match[5]);
+  return octets.every((octet) => octet <= 255) && port >= 1 && port <= 65535;
+}
+
+/** Whether the probe names a Host the server must refuse (without one, or with "", node:http sends the real one). */
+function hostRefused(p: Probe): boolean {
+  const host = Object.entries(p.headers).find(([name]) => name.toLowerCase() === "host")?.[1];
+  return host !== undefined && host !== "" && !isServedHost(host);
+}
+
+/** DNS rebinding: a foreign Host is refused with 403 before routing — JSON-RPC on /mcp, OAuth JSON elsewhere. */
+function checkRefusedHost(probe: Probe, r: Reply) {
+  const p = { ...probe, method: sentMethod(probe) };
+  assert.ok(r.status < 500, `status ${r.status}: never a 5xx`);
+  assertNoStackTrace(r.body);
+  if (p.method === "OPTIONS" && r.status === 204) return; // a preflight grants nothing by itself
+  assert.equal(r.status, 403, "a Host that is neither loopback nor the public URL's is refused");
+  if (p.method === "HEAD") return;
+  const answer = parseJsonBody(r);
+  assert.ok(isObject(answer));
+  if (routedPath(p) === "/mcp") {
+    assert.equal(answer.jsonrpc, "2.0");
+    assert.equal(isObject(answer.error) && answer.error.code, -32000, "a JSON-RPC error on /mcp");
+  } else assert.equal(answer.error, "invalid_request");
+}
+
 function checkCommon(probe: Probe, r: Reply) {
   const p = { ...probe, method: sentMethod(probe) };
   assert.ok(r.status >= 200 && r.status < 500, `status ${r.status}: never a 5xx (nor 1xx)`);
-  assert.equal(r.headers["access-control-allow-origin"], "*", "CORS Access-Control-Allow-Origin on every answer");
-  assert.match(r.headers["access-control-expose-headers"] ?? "", /www-authenticate/i, "CORS exposes WWW-Authenticate");
   assertNoStackTrace(r.body);
+  const path = routedPath(p);
+  if (path === "/authorize") {
+    // Another origin must not read the consent page (its token) nor any answer to the consent form.
+    assert.equal(r.headers["access-control-allow-origin"], undefined, "no CORS on an /authorize answer");
+    if (p.method === "OPTIONS") {
+      return assert.ok([204, 405].includes(r.status), `a preflight of /authorize: ${r.status}`);
+    }
+  } else {
+    assert.equal(r.headers["access-control-allow-origin"], "*", "CORS Access-Control-Allow-Origin on every answer");
+    assert.match(
+      r.headers["access-control-expose-headers"] ?? "",
+      /www-authenticate/i,
+      "CORS exposes WWW-Authenticate",
+    );
+  }
   if (p.method === "OPTIONS") {
     assert.equal(r.status, 204, "a preflight is answered 204");
     assert.equal(r.body, "");
@@ -248,7 +303,6 @@ function checkCommon(probe: Probe, r: Reply) {
     }
     return;
   }
-  const path = routedPath(p);
   if (p.method === "HEAD") {
     assert.equal(r.body, "", "HEAD answers carry no body");
     assert.equal(r.status, Object.hasOwn(ROUTES, path) ? 405 : 404, "nothing answers HEAD");
@@ -286,14 +340,15 @@ function checkOAuthShape(p: Probe, path: string, r: Reply) {
   if (r.status === 200 && p.method === "GET" && path === "/authorize") {
     assert.match(r.headers["content-type"] ?? "", /^text\/html/);
     assert.equal(r.headers["cache-control"], "no-store", "the consent page is not cached");
-    assert.equal((r.body.match(/<script/gi) ?? []).length, 1, "only the page's own script");
+    assert.equal(r.headers["x-frame-options"], "DENY", "the consent page refuses framing");
+    assert.equal(r.headers.location, undefined, "a GET never redirects back: it only asks");
+    assert.ok((r.body.match(/<script/gi) ?? []).length <= 1, "at most the page's own script");
     for (const marker of XSS_MARKERS) assert.ok(!r.body.includes(marker), `echoed input is HTML-escaped (${marker})`);
     return;
   }
-  if (r.status === 302 && p.method === "GET" && path === "/authorize") {
+  if (r.status === 303 && p.method === "POST" && path === "/authorize") {
     const location = r.headers.location ?? "";
     assert.ok(URL.canParse(location), "a redirect goes to an absolute URL");
-    assert.equal(r.body, "");
     return;
   }
   if (r.status === 200 && p.method === "POST" && path === "/token") {
@@ -378,7 +433,13 @@ function checkMcpShape(p: Probe, r: Reply) {
 
 let secretMarker = "\u0000never";
 let dcrClientId = "";
-const cimdClientId = "http://127.0.0.1:9/client.json";
+/** A Client ID Metadata Document on the loopback document server (cached by the server for an hour). */
+const cimdClientId = clientDocuments.client("/fuzz-client.json", [REDIRECT_URI], {
+  name: XSS[1],
+  cacheControl: "max-age=3600",
+});
+/** A metadata-document URL nothing answers at: every request naming it must be refused (invalid_client). */
+const unreachableClientId = "http://127.0.0.1:9/client.json";
 const s256 = (verifier: string) => createHash("sha256").update(verifier).digest("base64url");
 const newVerifier = () => randomBytes(32).toString("base64url");
 
@@ -407,18 +468,17 @@ function post(
   });
 }
 
-async function mintCode(clientId: string, verifier: string, extra: Record<string, string> = {}): Promise<string> {
+/** The consent page for a valid request: its signed consent token. */
+async function consentToken(clientId: string, verifier: string, state?: string): Promise<string> {
   const query = new URLSearchParams({
     response_type: "code",
     client_id: clientId,
     redirect_uri: REDIRECT_URI,
     code_challenge: s256(verifier),
     code_challenge_method: "S256",
-    state: "s",
     scope: "mcp",
     resource: `${base}/mcp`,
-    approved: "1",
-    ...extra,
+    ...(state !== undefined && { state }),
   });
   sent++;
   const r = await viaHttp({
@@ -426,10 +486,21 @@ async function mintCode(clientId: string, verifier: string, extra: Record<string
     method: "GET",
     path: `/authorize?${query}`,
     headers: {},
-    note: "mint code",
+    note: "consent page",
     verdict: "none",
   });
-  assert.equal(r.status, 302, `minting a code: ${r.status} ${r.body}`);
+  assert.equal(r.status, 200, `the consent page: ${r.status} ${r.body}`);
+  const form = consentForm(r.body, base);
+  assert.equal(form.action.href, `${base}/authorize`, "the consent form posts back to /authorize");
+  return form.consent;
+}
+
+/** The consent page, then its Approve: the code from the 303. */
+async function mintCode(clientId: string, verifier: string): Promise<string> {
+  const consent = await consentToken(clientId, verifier, "s");
+  sent++;
+  const r = await post("/authorize", new URLSearchParams({ consent, decision: "approve" }).toString(), FORM);
+  assert.equal(r.status, 303, `approving: ${r.status} ${r.body}`);
   const code = new URL(r.headers.location ?? "").searchParams.get("code");
   assert.ok(code);
   return code;
@@ -483,6 +554,8 @@ function forgeCredentials(live: Session, revoked: Session): Credential[] {
     scope: "mcp",
     sid: live.sid,
     jti: "forged",
+    // The in-memory store forgets on restart, so tokens carry this process's memory id: read off a real one.
+    mem: JSON.parse(Buffer.from(live.access.split(".")[1], "base64url").toString()).mem,
   };
   const forge = (
     note: string,
@@ -981,9 +1054,9 @@ function anythingArb(
 
 // ─── /authorize: near-valid requests with one field broken ───────────────────────────────────────
 
-type ClientKind = "dcr" | "cimd-loopback" | "cimd-https";
-/** fails: the server must refuse (400 JSON); "dcr": only for the registered client; "no": must succeed. */
-type Fails = "yes" | "no" | "dcr";
+type ClientKind = "dcr" | "cimd" | "cimd-unreachable";
+/** fails: "yes", the server must refuse (400 JSON); "no", it must show the consent page. */
+type Fails = "yes" | "no";
 type Edit = { field: string; value?: string; fails: Fails; note: string };
 
 function authorizeEdits(): fc.Arbitrary<Edit> {
@@ -1006,6 +1079,13 @@ function authorizeEdits(): fc.Arbitrary<Edit> {
       "https://client.example/meta.json#x",
       "javascript:alert(1)",
       "not a url",
+      unreachableClientId,
+      `${cimdClientId}x`, // a document URL nothing is served at
+      `${cimdClientId}#x`,
+      cimdClientId.toUpperCase(),
+      "https://10.0.0.1/client.json", // private addresses are never fetched
+      "https://169.254.169.254/latest/meta-data",
+      "https://[fe80::1]/client.json",
     ]),
     text(60).filter((s) => !URL.canParse(s)).map((value): Edit => ({
       field: "client_id",
@@ -1025,7 +1105,7 @@ function authorizeEdits(): fc.Arbitrary<Edit> {
       ),
     )
       .map((c): Edit => ({ field: "client_id", value: c.token, fails: "yes", note: `client_id is a ${c.note}` })),
-    set("client_id", "no", ["https://client.example/meta.json", "HTTPS://client.example/m"]),
+    set("client_id", "no", [cimdClientId, dcrClientId]),
     set("redirect_uri", "yes", [
       `${REDIRECT_URI}#frag`,
       "javascript:alert(1)",
@@ -1038,7 +1118,8 @@ function authorizeEdits(): fc.Arbitrary<Edit> {
       "ftp://127.0.0.1/cb",
       "data:text/html,x",
     ]),
-    set("redirect_uri", "dcr", [
+    // Both kinds of client are held to the redirect URIs they registered or listed.
+    set("redirect_uri", "yes", [
       "https://evil.example/cb",
       "http://localhost:9/cb",
       `${REDIRECT_URI}?x=1`,
@@ -1088,18 +1169,14 @@ function authorizeEdits(): fc.Arbitrary<Edit> {
 
 function authorizeArb(): fc.Arbitrary<Probe> {
   return fc.record({
-    client: fc.constantFrom<ClientKind>("dcr", "cimd-loopback", "cimd-https"),
+    client: fc.constantFrom<ClientKind>("dcr", "cimd", "cimd", "cimd-unreachable"),
     approved: fc.boolean(),
     optional: fc.record({ state: fc.boolean(), scope: fc.boolean(), resource: fc.boolean() }),
     edit: authorizeEdits(),
     http: viaHttpArb,
     // XSS in the client name shows on the consent page: register such a client now and then
   }).map(({ client, approved, optional, edit, http }) => {
-    const clientId = client === "dcr"
-      ? dcrClientId
-      : client === "cimd-loopback"
-      ? cimdClientId
-      : "https://client.example/meta.json";
+    const clientId = client === "dcr" ? dcrClientId : client === "cimd" ? cimdClientId : unreachableClientId;
     const pairs: [string, string][] = [
       ["response_type", "code"],
       ["client_id", clientId],
@@ -1123,7 +1200,9 @@ function authorizeArb(): fc.Arbitrary<Probe> {
       edited = pairs.filter(([name]) => name !== edit.field);
       if (edit.value !== undefined) edited.push([edit.field, edit.value]);
     }
-    const fails = edit.fails === "yes" || (edit.fails === "dcr" && client === "dcr");
+    // An unreachable document fails every request, unless the edit swapped in a working client_id.
+    const swapped = edit.field === "client_id" && edit.fails === "no";
+    const fails = edit.fails === "yes" || (client === "cimd-unreachable" && !swapped);
     const p = probe({
       client: http ? "http" : "fetch",
       method: "GET",
@@ -1138,29 +1217,171 @@ function authorizeArb(): fc.Arbitrary<Probe> {
 }
 
 function checkAuthorize(p: Probe, r: Reply) {
-  const query = new URLSearchParams(p.path.slice(p.path.indexOf("?") + 1));
   if (p.mustFail) {
     assert.equal(r.status, 400, "a broken authorization request is refused with 400, never redirected");
     return;
   }
-  if (query.get("approved") === "1") {
-    assert.equal(r.status, 302, "an approved valid request redirects");
-    const target = new URL(r.headers.location ?? "");
-    const asked = new URL(query.get("redirect_uri") ?? "");
-    assert.equal(
-      target.origin + target.pathname,
-      asked.origin + asked.pathname,
-      "the redirect goes exactly where the client asked",
-    );
-    for (const [name, value] of asked.searchParams) {
-      assert.equal(target.searchParams.get(name), value, "the redirect_uri's own query survives");
-    }
-    assert.equal(target.searchParams.get("iss"), base, "RFC 9207 iss");
-    assert.ok(target.searchParams.get("code"), "a code");
-    assert.equal(target.searchParams.get("state"), query.get("state"), "state comes back unchanged");
+  // approved=1 or not: a GET only ever asks. Approving takes the page's form.
+  assert.equal(r.status, 200, "a valid request shows the consent page");
+  const form = consentForm(r.body, base);
+  assert.equal(form.action.href, `${base}/authorize`, "the form posts back to /authorize here");
+}
+
+// ─── POST /authorize: the consent form, submitted with one thing broken ──────────────────────────
+
+/** "ok": the decision goes back to the client (303); 400 or 403: refused with that status; "4xx": 400 or 415. */
+type ConsentOutcome = "ok" | 400 | 403 | "4xx";
+type ConsentEdit = { kind: string; value?: string; outcome: ConsentOutcome; note: string };
+
+interface ConsentPlan {
+  client: "dcr" | "cimd";
+  state: boolean;
+  decision: "approve" | "deny";
+  edit: ConsentEdit;
+  http: boolean;
+}
+
+function consentEditArb(): fc.Arbitrary<ConsentEdit> {
+  const set = (kind: string, outcome: ConsentOutcome, values: string[]) =>
+    fc.constantFrom(...values).map((value): ConsentEdit => ({
+      kind,
+      value,
+      outcome,
+      note: `${kind}=${JSON.stringify(value.slice(0, 60))}`,
+    }));
+  const other = credentials.filter((c) => c.verdict === "accept" || /token|code|client_id/.test(c.note));
+  return fc.oneof(
+    { arbitrary: fc.constant<ConsentEdit>({ kind: "", outcome: "ok", note: "unchanged" }), weight: 4 },
+    set("decision", 400, ["", "APPROVE", "Approve", "yes", "1", "approve ", " deny", "deny\u0000", "true"]),
+    text(20).filter((value) => value !== "approve" && value !== "deny").map((value): ConsentEdit => ({
+      kind: "decision",
+      value,
+      outcome: 400,
+      note: "decision random",
+    })),
+    fc.constantFrom("consent", "decision").map((name): ConsentEdit => ({
+      kind: "drop",
+      value: name,
+      outcome: 400,
+      note: `no ${name}`,
+    })),
+    fc.constantFrom("consent", "decision").map((name): ConsentEdit => ({
+      kind: "repeat",
+      value: name,
+      outcome: 400,
+      note: `${name} repeated`,
+    })),
+    set("consent", 400, ["", "a.b.c", "e30.e30.", "not a token"]),
+    text(80).map((value): ConsentEdit => ({ kind: "consent", value, outcome: 400, note: "consent random" })),
+    fc.constantFrom(...other).map((c): ConsentEdit => ({
+      kind: "consent",
+      value: c.token,
+      outcome: 400,
+      note: `consent is a ${c.note}`,
+    })),
+    fc.tuple(fc.nat(), fc.nat()).map(([at, c]): ConsentEdit => ({
+      kind: "mutate",
+      value: `${at}:${c}`,
+      outcome: 400,
+      note: "consent altered",
+    })),
+    fc.integer({ min: 1, max: 40 }).map((n): ConsentEdit => ({
+      kind: "truncate",
+      value: String(n),
+      outcome: 400,
+      note: "consent truncated",
+    })),
+    fc.tuple(fc.stringMatching(/^x[a-z_]{0,10}$/), text(40)).map(([key, value]): ConsentEdit => ({
+      kind: `extra:${key}`,
+      value,
+      outcome: "ok",
+      note: `extra ${key}`,
+    })),
+    set("sec-fetch-site", "ok", ["same-origin"]),
+    set("sec-fetch-site", 403, ["cross-site", "same-site", "none", "", "Same-Origin", "same-origin, cross-site"]),
+    fc.constant<ConsentEdit>({ kind: "origin", value: "", outcome: "ok", note: "origin: this server" }),
+    set("origin", 403, [
+      "null",
+      "https://evil.example",
+      clientDocuments.origin,
+      `${base}.evil.example`,
+      base.replace("127.0.0.1", "localhost"),
+      base.replace("http:", "https:"),
+    ]),
+    set("content-type", "4xx", ["application/json", "text/plain", "multipart/form-data; boundary=x", ""]),
+  );
+}
+
+function consentPlanArb(): fc.Arbitrary<ConsentPlan> {
+  return fc.record({
+    client: fc.constantFrom<"dcr" | "cimd">("dcr", "cimd"),
+    state: fc.boolean(),
+    decision: fc.constantFrom<"approve" | "deny">("approve", "approve", "deny"),
+    edit: consentEditArb(),
+    http: viaHttpArb,
+  });
+}
+
+function consentProbe(plan: ConsentPlan, token: string): Probe {
+  const { edit } = plan;
+  const params: [string, string][] = [["consent", token], ["decision", plan.decision]];
+  const headers: Record<string, string> = { "content-type": FORM };
+  let edited = params;
+  let body: string | undefined;
+  if (edit.kind === "decision" || edit.kind === "consent") {
+    edited = params.map(([name, value]) => [name, name === edit.kind ? edit.value ?? "" : value]);
+  } else if (edit.kind === "drop") edited = params.filter(([name]) => name !== edit.value);
+  else if (edit.kind === "repeat") edited = [...params, params.find(([name]) => name === edit.value)!];
+  else if (edit.kind === "mutate") {
+    const [at, c] = (edit.value ?? "0:0").split(":").map(Number);
+    edited = [["consent", mutateToken(token, at, c)], ["decision", plan.decision]];
+  } else if (edit.kind === "truncate") edited = [["consent", token.slice(0, -Number(edit.value))], params[1]];
+  else if (edit.kind.startsWith("extra:")) edited = [...params, [edit.kind.slice(6), edit.value ?? ""]];
+  else if (edit.kind === "sec-fetch-site") headers["sec-fetch-site"] = edit.value ?? "";
+  else if (edit.kind === "origin") headers.origin = edit.value || base;
+  else if (edit.kind === "content-type") {
+    headers["content-type"] = edit.value ?? "";
+    if (edit.value === "application/json") body = JSON.stringify(Object.fromEntries(params));
+  }
+  // Header edits go through node:http, which sends Origin and Sec-Fetch-Site exactly as given.
+  const viaHttpOnly = ["sec-fetch-site", "origin", "content-type"].includes(edit.kind);
+  return probe({
+    client: plan.http || viaHttpOnly ? "http" : "fetch",
+    method: "POST",
+    path: "/authorize",
+    headers,
+    body: body ?? new URLSearchParams(edited).toString(),
+    note: `consent ${plan.client} ${plan.decision}${plan.state ? " with state" : ""}: ${edit.note}`,
+    verdict: "none",
+    mustFail: edit.outcome !== "ok",
+    json: { outcome: edit.outcome, decision: plan.decision, state: plan.state ? CONSENT_STATE : undefined },
+  });
+}
+
+const CONSENT_STATE = "consent-state <&>";
+
+function checkConsent(p: Probe, r: Reply) {
+  const expected = p.json?.outcome as ConsentOutcome;
+  if (expected !== "ok") {
+    if (expected === "4xx") assert.ok(r.status === 400 || r.status === 415, `refused with 400 or 415, not ${r.status}`);
+    else assert.equal(r.status, expected, `refused with ${expected}`);
+    assert.equal(r.headers.location, undefined, "a refused consent never redirects");
+    const error = parseJsonBody(r);
+    assert.ok(isObject(error));
+    if (expected !== "4xx") assert.equal(error.error, "invalid_request");
+    return;
+  }
+  assert.equal(r.status, 303, "the decision goes back to the client with 303 (RFC 9700 §4.12: never 307)");
+  const target = new URL(r.headers.location ?? "");
+  assert.equal(target.origin + target.pathname, REDIRECT_URI, "back exactly where the client asked");
+  assert.equal(target.searchParams.get("iss"), base, "RFC 9207 iss");
+  assert.equal(target.searchParams.get("state"), p.json?.state ?? null, "state comes back unchanged");
+  if (p.json?.decision === "approve") {
+    assert.ok(target.searchParams.get("code"), "approve: a code");
+    assert.equal(target.searchParams.get("error"), null);
   } else {
-    assert.equal(r.status, 200, "a valid request shows the consent page");
-    assert.ok(r.body.includes(`href="${base}/authorize?`), "the Approve link re-requests /authorize here");
+    assert.equal(target.searchParams.get("error"), "access_denied", "deny: access_denied");
+    assert.equal(target.searchParams.get("code"), null, "deny: no code");
   }
 }
 
@@ -1417,12 +1638,13 @@ function registerArb(): fc.Arbitrary<Probe> {
       fails: false,
       note: `${n} redirect_uris`,
     })),
-    set("client_name", true, ["x".repeat(201), 5, null, [], {}]),
+    set("client_name", true, ["x".repeat(201), 5, null, [], {}, "a\nb", "\u001b[2J", "tab\there", "\u007f"]),
     set("client_name", false, ["x".repeat(200), "", ...XSS, "名前 🙂"]),
-    unicodeText(100).map((value): RegEdit => ({
+    // C1 controls (U+0080–U+009F) are left to the explicit tests: here a name either has C0/DEL or not.
+    unicodeText(100).filter((value) => !/[\u0080-\u009f]/.test(value)).map((value): RegEdit => ({
       field: "client_name",
       value,
-      fails: [...value].length > 200 || value.length > 200,
+      fails: [...value].length > 200 || value.length > 200 || CONTROL_CHARACTER.test(value),
       note: "client_name random",
     })),
     set("application_type", true, ["WEB", "", 1, null, "browser"]),
@@ -1826,10 +2048,34 @@ describe("fuzz: malformed requests against every endpoint", () => {
     await fc.assert(fc.asyncProperty(batchOf(anythingArb(paths)), (batch) => runBatch(batch, () => {})), runs(60));
   });
 
-  it("/authorize: random queries and near-valid requests with one field broken", async () => {
-    const random = anythingArb(fc.constant("/authorize"), ["GET", "GET", "GET", "POST", "HEAD", "OPTIONS"]);
-    await fc.assert(fc.asyncProperty(batchOf(random), (batch) => runBatch(batch, () => {})), runs(20));
+  it("/authorize: random queries and near-valid requests with one field broken; a GET never approves", async () => {
+    const random = anythingArb(fc.constant("/authorize"), ["GET", "GET", "GET", "POST", "POST", "HEAD", "OPTIONS"]);
+    await fc.assert(
+      fc.asyncProperty(batchOf(random), (batch) =>
+        runBatch(batch, (_p, r) => {
+          assert.notEqual(r.status, 303, "random requests never get a decision through");
+          assert.ok(!/[?&]code=/.test(r.headers.location ?? ""), "random requests never get a code");
+        })),
+      runs(20),
+    );
     await fc.assert(fc.asyncProperty(batchOf(authorizeArb()), (batch) => runBatch(batch, checkAuthorize)), runs(60));
+  });
+
+  it("POST /authorize: consent forms submitted with one thing broken; only a same-origin, intact form decides", async () => {
+    // Each batch gets fresh consent tokens, one per request, so no request depends on another's.
+    await fc.assert(
+      fc.asyncProperty(fc.array(consentPlanArb(), { minLength: BATCH, maxLength: BATCH }), async (plans) => {
+        const tokens = await Promise.all(plans.map((plan) =>
+          consentToken(
+            plan.client === "dcr" ? dcrClientId : cimdClientId,
+            newVerifier(),
+            plan.state ? CONSENT_STATE : undefined,
+          )
+        ));
+        await runBatch(plans.map((plan, i) => consentProbe(plan, tokens[i])), checkConsent);
+      }),
+      runs(40),
+    );
   });
 
   it("/token: random bodies and near-valid grants with one field broken; every credential spent at most once", async () => {
@@ -1915,8 +2161,11 @@ describe("fuzz: malformed requests against every endpoint", () => {
           const r = outcome.r;
           try {
             assert.ok(r.status < 500, `status ${r.status}`);
-            if (r.headers["access-control-allow-origin"] !== undefined) checkCommon(p, r);
-            else assert.ok([400, 413, 417, 431].includes(r.status), `an answer without CORS: ${r.status}`);
+            // node:http answers what it cannot parse itself (no CORS, no content type); the rest is the server's.
+            const fromNode = r.headers["access-control-allow-origin"] === undefined && !r.headers["content-type"];
+            if (fromNode && [400, 413, 417, 431].includes(r.status)) return;
+            if (hostRefused(p)) checkRefusedHost(p, r);
+            else checkCommon(p, r);
           } catch (error) {
             throw new Error(
               `${(error as Error).message}\n  request: ${String(p)}\n  answer:  ${r.status} ${
@@ -2045,19 +2294,19 @@ describe("fuzz: malformed requests against every endpoint", () => {
       verdict: "none",
     });
     assert.equal(consent.status, 200);
-    const approve = /id="approve"[^>]*href="([^"]+)"|href="([^"]+)"[^>]*id="approve"/.exec(consent.body);
-    const approveUrl = (approve?.[1] ?? approve?.[2] ?? "").replaceAll("&amp;", "&").replaceAll("&#38;", "&");
-    assert.ok(approveUrl.startsWith(`${base}/authorize?`), `an Approve link: ${approveUrl}`);
+    const form = consentForm(consent.body, base);
+    assert.equal(form.action.href, `${base}/authorize`);
     sent++;
     const redirect = await viaFetch({
       client: "fetch",
-      method: "GET",
-      path: approveUrl.slice(base.length),
-      headers: {},
+      method: "POST",
+      path: "/authorize",
+      headers: { "content-type": FORM, origin: base, "sec-fetch-site": "same-origin" },
+      body: new URLSearchParams({ consent: form.consent, decision: "approve" }).toString(),
       note: "approve",
       verdict: "none",
     });
-    assert.equal(redirect.status, 302);
+    assert.equal(redirect.status, 303, redirect.body);
     const back = new URL(redirect.headers.location ?? "");
     assert.equal(back.searchParams.get("state"), "after");
     const code = back.searchParams.get("code") ?? "";
