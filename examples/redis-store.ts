@@ -1,12 +1,22 @@
 /**
  * A SingleUseStore on Redis, so that several instances of the server share one single-use memory:
- * a code or refresh token spent at one instance is spent at all of them, and a session revoked at one
- * is revoked at all of them.
+ * a code spent at one instance is spent at all of them, a refresh token rotated at one is stale at all of
+ * them, and a session revoked at one is revoked at all of them.
  *
  * One atomic Redis command per operation, and Redis expires every key itself (no sweeping):
- *   spendOnce      SET <prefix>spent:<id> 1 NX EXAT <expiresAt>    → "OK" for exactly one caller, else nil
+ *   spendOnce      SET <prefix>spent:<id> 1 NX EXAT <expiresAt>        → "OK" for exactly one caller, else nil
+ *   startSession   SET <prefix>session:<sid> <jti> NX EXAT <expiresAt>  one key per session: its current refresh token
+ *   rotateRefresh  EVAL (GET, compare, SET … KEEPTTL)                   → 1 only if <jti> was the current one
  *   revokeSession  SET <prefix>revoked:<sid> 1 EXAT <expiresAt>
  *   isRevoked      EXISTS <prefix>revoked:<sid>
+ *   raiseFlag      SET <prefix>flag:<key> 1 EXAT <expiresAt>
+ *   takeFlag       DEL <prefix>flag:<key>                               → 1 only if it was raised
+ * A refresh rotation rewrites its session's key in place: a long refresh chain holds one key, not one per use.
+ *
+ * Redis must never evict: an evicted spent code could be redeemed again, an evicted revocation would
+ * bring a session back. So the store refuses to start on a Redis that may evict (a maxmemory limit with
+ * any maxmemory-policy but noeviction). Where CONFIG GET is not allowed (most managed Redis services) it
+ * cannot check: it says so once, and the operator must set noeviction there.
  *
  * Fail closed: when Redis cannot answer, every method rejects — at once while disconnected (no offline
  * queue), within two seconds when Redis is connected but silent (a deadline per operation) — and the
@@ -19,7 +29,7 @@
 import { createClient } from "redis";
 import type { SingleUseStore } from "../server.ts";
 
-/** The two commands the store needs; a node-redis client (or cluster client) has both. */
+/** The commands the store needs; a node-redis client (or cluster client) has them all. */
 export interface RedisCommands {
   set(
     key: string,
@@ -27,7 +37,20 @@ export interface RedisCommands {
     options: { condition?: "NX"; expiration: { type: "EXAT"; value: number } },
   ): Promise<unknown>;
   exists(key: string): Promise<number>;
+  del(key: string): Promise<number>;
+  eval(script: string, options: { keys: string[]; arguments: string[] }): Promise<unknown>;
 }
+
+/**
+ * rotateRefresh as one script, so no other instance can slip between the comparison and the write:
+ * the session's current refresh token becomes the next one only if it is still the one presented.
+ * KEEPTTL: a rotation never extends the session (its refresh lifetime is absolute).
+ */
+const ROTATE_REFRESH = `if redis.call("GET", KEYS[1]) == ARGV[1] then
+  redis.call("SET", KEYS[1], ARGV[2], "KEEPTTL")
+  return 1
+end
+return 0`;
 
 export interface RedisStoreOptions {
   /** Namespace for every key, so one Redis can serve several deployments. Default "mcp-lazy-auth:". */
@@ -45,6 +68,8 @@ export interface RedisStoreOptions {
 }
 
 export class RedisStore implements SingleUseStore {
+  /** Redis remembers across restarts of the server (and, with persistence on, of Redis). */
+  readonly durable = true;
   readonly #client: RedisCommands;
   readonly #prefix: string;
   readonly #timeoutMs: number;
@@ -64,6 +89,21 @@ export class RedisStore implements SingleUseStore {
     return reply === "OK";
   }
 
+  async startSession(sid: string, refreshJti: string, expiresAt: number): Promise<void> {
+    await this.#answer(this.#client.set(`${this.#prefix}session:${sid}`, refreshJti, {
+      condition: "NX",
+      expiration: { type: "EXAT", value: expiryFor(expiresAt) },
+    }));
+  }
+
+  async rotateRefresh(sid: string, usedJti: string, nextJti: string): Promise<boolean> {
+    const rotated = await this.#answer(this.#client.eval(ROTATE_REFRESH, {
+      keys: [`${this.#prefix}session:${sid}`],
+      arguments: [usedJti, nextJti],
+    }));
+    return rotated === 1;
+  }
+
   async revokeSession(sid: string, expiresAt: number): Promise<void> {
     await this.#answer(this.#client.set(`${this.#prefix}revoked:${sid}`, "1", {
       expiration: { type: "EXAT", value: expiryFor(expiresAt) },
@@ -72,6 +112,16 @@ export class RedisStore implements SingleUseStore {
 
   async isRevoked(sid: string): Promise<boolean> {
     return (await this.#answer(this.#client.exists(`${this.#prefix}revoked:${sid}`))) === 1;
+  }
+
+  async raiseFlag(key: string, expiresAt: number): Promise<void> {
+    await this.#answer(this.#client.set(`${this.#prefix}flag:${key}`, "1", {
+      expiration: { type: "EXAT", value: expiryFor(expiresAt) },
+    }));
+  }
+
+  async takeFlag(key: string): Promise<boolean> {
+    return (await this.#answer(this.#client.del(`${this.#prefix}flag:${key}`))) === 1;
   }
 
   /**
@@ -104,8 +154,40 @@ function expiryFor(expiresAt: number): number {
 }
 
 /**
- * Connects to Redis (failing after a few attempts if it is unreachable) and returns the store, the
- * underlying client (for health checks) and `close`.
+ * Refuses a Redis that may evict keys. Eviction happens only under a maxmemory limit, and then by
+ * maxmemory-policy: any policy but noeviction (allkeys-*, volatile-*) drops keys — spent codes and
+ * revocations among them — to make room, silently undoing the rules they stand for. noeviction instead
+ * refuses new writes when full: the server answers 503 and forgets nothing.
+ * Where CONFIG GET is not allowed, nothing can be checked: one warning, and startup goes on.
+ */
+export async function refuseEviction(
+  client: { configGet(parameters: string[]): Promise<Record<string, string>> },
+  where: string,
+  log: (line: string) => void,
+): Promise<void> {
+  let config: Record<string, string>;
+  try {
+    config = await client.configGet(["maxmemory", "maxmemory-policy"]);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    log(
+      `[redis] ${where}: CONFIG GET is not allowed (${reason}), so eviction cannot be checked: ` +
+        "make sure maxmemory-policy is noeviction, or spent codes and revocations may be evicted",
+    );
+    return;
+  }
+  const policy = config["maxmemory-policy"];
+  const maxmemory = Number(config.maxmemory);
+  if (policy === "noeviction" || maxmemory === 0) return;
+  throw new Error(
+    `Redis at ${where} may evict keys (maxmemory ${config.maxmemory}, maxmemory-policy ${policy}): ` +
+      "an evicted spent code or revocation would be honoured again; set maxmemory-policy noeviction",
+  );
+}
+
+/**
+ * Connects to Redis (failing after a few attempts if it is unreachable), refuses one that may evict
+ * keys, and returns the store, the underlying client (for health checks) and `close`.
  */
 export async function createRedisStore(url: string, options: RedisStoreOptions = {}) {
   const log = options.log ?? ((line: string) => console.error(line));
@@ -147,6 +229,12 @@ export async function createRedisStore(url: string, options: RedisStoreOptions =
   });
 
   await client.connect();
+  try {
+    await refuseEviction(client, where, log);
+  } catch (error) {
+    client.destroy();
+    throw error;
+  }
 
   return {
     store: new RedisStore(client, { prefix: options.prefix, timeoutMs }),

@@ -1,7 +1,9 @@
 /**
  * Two instances sharing one Redis (examples/multi-instance.ts): what is spent or revoked at one
  * instance is spent or revoked at the other, exactly one of many concurrent redemptions wins, and
- * when Redis stops answering the instances fail closed (503) and recover once it is back.
+ * when Redis stops answering the instances fail closed (503) and recover once it is back. A refresh
+ * chain keeps one key per session. The Redis store refuses a Redis that may evict keys, and says so
+ * when it cannot check.
  *
  * Black box over HTTP. Starts its own redis-server on a free loopback port, without persistence,
  * and stops it at the end. Without redis-server on PATH these tests are skipped, unless CI is set,
@@ -15,10 +17,16 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import process from "node:process";
 import { createClient } from "redis";
+import { startServer } from "../server.ts";
 import { type Cluster, startCluster } from "../examples/multi-instance.ts";
+import { createRedisStore } from "../examples/redis-store.ts";
+import { clientDocuments, consentForm } from "./helpers.ts";
 
-const CLIENT_ID = "http://127.0.0.1:1/cimd"; // a Client ID Metadata Document URL (not fetched by the demo)
 const REDIRECT_URI = "http://127.0.0.1:1/cb";
+/** A Client ID Metadata Document on loopback, which each instance fetches (and caches for a minute). */
+const CLIENT_ID = clientDocuments.client("/multi-instance-client.json", [REDIRECT_URI], {
+  cacheControl: "max-age=60",
+});
 
 const redisInstalled = spawnSync("redis-server", ["--version"], { stdio: "ignore" }).status === 0;
 
@@ -158,6 +166,24 @@ if (!redisInstalled && process.env.CI) {
       }
     });
 
+    test("a long refresh chain across both instances keeps one key per session: DBSIZE does not grow", async () => {
+      const admin = await redis.admin();
+      try {
+        const { code, verifier } = await authorize(A);
+        let tokens = (await redeemCode(A, code, verifier)).body;
+        const keys = await admin.dbSize();
+        for (let i = 0; i < 100; i++) {
+          const rotated = await refresh(i % 2 ? A : B, tokens.refresh_token);
+          assert.equal(rotated.status, 200, JSON.stringify(rotated.body));
+          tokens = rotated.body as Tokens;
+        }
+        assert.equal(await admin.dbSize(), keys, "100 rotations, not one more key");
+        assert.equal((await callTool(B, tokens.access_token)).status, 200);
+      } finally {
+        admin.destroy();
+      }
+    });
+
     test("Redis down: 503 temporarily_unavailable, never a success, no crash; Redis back: service resumes", async () => {
       const { code: spentCode, verifier: spentVerifier } = await authorize(A);
       const live = (await redeemCode(A, spentCode, spentVerifier)).body;
@@ -221,9 +247,7 @@ if (!redisInstalled && process.env.CI) {
       const fresh = await authorize(A);
 
       // CLIENT PAUSE: Redis keeps every connection open but answers no one until the pause ends.
-      const admin = createClient({ url: `redis://127.0.0.1:${redis.port}` });
-      admin.on("error", () => {});
-      await admin.connect();
+      const admin = await redis.admin();
       await admin.sendCommand(["CLIENT", "PAUSE", "4000", "ALL"]);
       admin.destroy();
 
@@ -266,6 +290,110 @@ if (!redisInstalled && process.env.CI) {
   });
 }
 
+// ─── The Redis store refuses a Redis that may evict ───────────────────────────────────────────────
+// An evicted spent code can be redeemed again; an evicted revocation brings a session back. Under a
+// maxmemory limit any policy but noeviction evicts, so such a Redis is refused at startup.
+
+if (redisInstalled) {
+  describe("the Redis store and eviction", () => {
+    let redis: RedisProcess;
+
+    before(async () => {
+      redis = new RedisProcess(["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"]);
+      await redis.start(await freePort());
+    });
+    after(() => redis?.stop());
+
+    async function configure(settings: Record<string, string>) {
+      const admin = await redis.admin();
+      try {
+        for (const [name, value] of Object.entries(settings)) await admin.configSet(name, value);
+      } finally {
+        admin.destroy();
+      }
+    }
+
+    test("a Redis that may evict (maxmemory 2mb with allkeys-lru, or any volatile-*/allkeys-* policy) is refused at startup, in one line", async () => {
+      for (const policy of ["allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-ttl"]) {
+        await configure({ "maxmemory-policy": policy });
+        await assert.rejects(createRedisStore(redis.url, { log: () => {} }), (error: Error) => {
+          assert.match(error.message, new RegExp(`maxmemory-policy ${policy}`));
+          assert.match(error.message, /noeviction/, "it says what to set");
+          assert.doesNotMatch(error.message, /\n/, "one line");
+          return true;
+        });
+      }
+    });
+
+    test("noeviction is accepted under the same limit; so is any policy with no limit (maxmemory 0)", async () => {
+      const accepted: Record<string, string>[] = [
+        { "maxmemory-policy": "noeviction" },
+        { maxmemory: "0", "maxmemory-policy": "allkeys-lru" },
+      ];
+      for (const settings of accepted) {
+        await configure(settings);
+        const lines: string[] = [];
+        const redisStore = await createRedisStore(redis.url, { log: (line) => lines.push(line) });
+        try {
+          assert.equal(redisStore.store.durable, true);
+          assert.equal(await redisStore.store.spendOnce(randomBytes(8).toString("hex"), Date.now() / 1000 + 60), true);
+          assert.deepEqual(lines, [], "nothing to warn about");
+        } finally {
+          await redisStore.close();
+        }
+      }
+      await configure({ "maxmemory": "2mb", "maxmemory-policy": "allkeys-lru" });
+    });
+
+    test("where CONFIG is not allowed (a managed Redis), the store warns once and starts", async () => {
+      const admin = await redis.admin();
+      try {
+        await admin.sendCommand(["ACL", "SETUSER", "app", "on", ">app-password", "~*", "&*", "+@all", "-config"]);
+      } finally {
+        admin.destroy();
+      }
+      const lines: string[] = [];
+      const url = `redis://app:app-password@127.0.0.1:${redis.port}`;
+      const redisStore = await createRedisStore(url, { log: (line) => lines.push(line) });
+      try {
+        assert.equal(lines.length, 1, `one warning: ${JSON.stringify(lines)}`);
+        assert.match(lines[0], /CONFIG GET is not allowed/);
+        assert.match(lines[0], /noeviction/, "it says what to make sure of");
+        assert.doesNotMatch(lines[0], /app-password/, "the password stays out of the log");
+        const id = randomBytes(8).toString("hex");
+        assert.equal(await redisStore.store.spendOnce(id, Date.now() / 1000 + 60), true);
+        assert.equal(await redisStore.store.spendOnce(id, Date.now() / 1000 + 60), false);
+      } finally {
+        await redisStore.close();
+      }
+    });
+
+    test("with noeviction, a Redis over its maxmemory refuses new entries: a code exchange answers 503 temporarily_unavailable, never tokens; with room again, it is served", async () => {
+      await configure({ "maxmemory-policy": "noeviction" });
+      const redisStore = await createRedisStore(redis.url, { log: () => {} });
+      const server = await startServer({ port: 0, host: "127.0.0.1", store: redisStore.store, log: () => {} });
+      const admin = await redis.admin();
+      try {
+        const fresh = await authorize(server.url);
+        // Full: more memory in use than maxmemory allows. With noeviction Redis then refuses every write.
+        await admin.configSet("maxmemory", "1");
+        const answer = await redeemCode(server.url, fresh.code, fresh.verifier);
+        assert.equal(answer.status, 503, JSON.stringify(answer.body));
+        assert.equal(answer.body.error, "temporarily_unavailable");
+        assert.equal(answer.body.access_token, undefined);
+        await admin.configSet("maxmemory", "2mb");
+        const again = await authorize(server.url);
+        assert.equal((await redeemCode(server.url, again.code, again.verifier)).status, 200, "room again: served");
+      } finally {
+        admin.destroy();
+        await server.close();
+        await redisStore.close();
+        await configure({ maxmemory: "2mb", "maxmemory-policy": "allkeys-lru" });
+      }
+    });
+  });
+}
+
 // ─── Over HTTP: one OAuth client, by hand ─────────────────────────────────────────────────────────
 
 type Answer = {
@@ -287,7 +415,10 @@ async function answerOf(response: Response): Promise<Answer> {
   return { status: response.status, headers: response.headers, body };
 }
 
-/** A PKCE pair and an approved /authorize at `base`; returns the code from the redirect. */
+/**
+ * A PKCE pair, the consent page at `base` and its Approve; returns the code from the redirect. The form
+ * posts to the public URL, so the approval may land on either instance: both know the consent token.
+ */
 async function authorize(base: string): Promise<{ code: string; verifier: string }> {
   const verifier = randomBytes(32).toString("base64url");
   const challenge = createHash("sha256").update(verifier).digest("base64url");
@@ -298,11 +429,19 @@ async function authorize(base: string): Promise<{ code: string; verifier: string
     code_challenge: challenge,
     code_challenge_method: "S256",
     state: "s",
-    approved: "1",
   });
-  const response = await fetch(`${base}/authorize?${query}`, { redirect: "manual" });
+  const page = await fetch(`${base}/authorize?${query}`, { redirect: "manual" });
+  const html = await page.text();
+  assert.equal(page.status, 200, html);
+  const form = consentForm(html, base);
+  const response = await fetch(form.action, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({ consent: form.consent, decision: "approve" }),
+    redirect: "manual",
+  });
   await response.body?.cancel();
-  assert.equal(response.status, 302);
+  assert.equal(response.status, 303);
   const code = new URL(response.headers.get("location") ?? "").searchParams.get("code");
   assert.ok(code, "the redirect carries a code");
   return { code, verifier };
@@ -356,11 +495,32 @@ function freePort(): Promise<number> {
 class RedisProcess {
   port = 0;
   #child: ChildProcess | undefined;
+  #extraArgs: string[];
+
+  /** `extraArgs`: more redis-server options, e.g. a maxmemory limit and policy. */
+  constructor(extraArgs: string[] = []) {
+    this.#extraArgs = extraArgs;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** A connected client for checks and configuration; destroy() it when done. */
+  async admin() {
+    const client = createClient({ url: this.url });
+    client.on("error", () => {});
+    await client.connect();
+    return client;
+  }
 
   /** Starts redis-server on `port` (loopback, no persistence) and resolves once it accepts connections. */
   async start(port: number): Promise<void> {
     this.port = port;
-    const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmpdir()]; // writes nothing
+    const args = [
+      ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmpdir()], // writes nothing
+      ...this.#extraArgs,
+    ];
     // fd 3 keeps the wrapper's stdin for the watcher: a background job's own stdin is /dev/null.
     const wrapper = 'exec 3<&0; redis-server "$@" & redis=$!; (read _ <&3; kill $redis 2>/dev/null) & wait $redis';
     const child = spawn("sh", ["-c", wrapper, "redis-test", ...args], { stdio: ["pipe", "pipe", "pipe"] });
