@@ -1,8 +1,13 @@
-// Real-browser test: a page on a *different* loopback origin acts as a browser-based MCP host.
-// It calls the protected `get_secret` tool, gets a 401, discovers the authorization server via the
-// WWW-Authenticate header (read through CORS), runs an authorization-code + PKCE flow in a popup
-// (WebCrypto, Client ID Metadata Document URL as client_id), exchanges the code cross-origin and
-// retries the call. Chromium is driven through playwright-core.
+// Real-browser tests, Chromium driven through playwright-core.
+//
+// 1. A page on a *different* loopback origin acts as a browser-based MCP host. It calls the protected
+//    `get_secret` tool, gets a 401, discovers the authorization server via the WWW-Authenticate header
+//    (read through CORS), runs an authorization-code + PKCE flow in a popup (WebCrypto, Client ID Metadata
+//    Document URL as client_id, fetched by the server), the user clicks Approve on the consent form,
+//    and the host exchanges the code cross-origin and retries the call.
+// 2. Issue #11, item 1: a page on another origin tries to get a code without the user's click — a CORS
+//    fetch, a no-cors fetch, an iframe, a form POST with a consent token it fetched itself — and gets
+//    none; the user's own click on Approve, on the server's page, still completes.
 //
 // Runs with `tsx --test test/browser.test.ts` (also written to work under `deno test -A`).
 // Under CI (env CI set) a missing Chromium is a failure; elsewhere the test is skipped.
@@ -375,10 +380,9 @@ async function waitForStatus(page: Page, status: string, timeout = STEP_TIMEOUT_
   }
 }
 
+/** The consent form's Approve button (a submit button: it POSTs the form with decision=approve). */
 function approveControl(consent: Page): Locator {
-  return consent
-    .getByRole("link", { name: "Approve", exact: true })
-    .or(consent.getByRole("button", { name: "Approve", exact: true }));
+  return consent.getByRole("button", { name: "Approve", exact: true });
 }
 
 /** Starts the host flow up to the consent page; returns the host page and the consent popup. */
@@ -506,9 +510,7 @@ test("browser host on another origin completes lazy OAuth and shows the secret",
       assert.match(authUrl.searchParams.get("code_challenge") ?? "", /^[A-Za-z0-9_-]{43}$/);
 
       // Consent page: both choices are offered; keep a screenshot.
-      await consent.getByRole("link", { name: "Deny", exact: true })
-        .or(consent.getByRole("button", { name: "Deny", exact: true }))
-        .waitFor({ state: "visible" });
+      await consent.getByRole("button", { name: "Deny", exact: true }).waitFor({ state: "visible" });
       const shot = join(tmp, "consent.png");
       await consent.screenshot({ path: shot, fullPage: true });
       const png = await readFile(shot);
@@ -598,3 +600,211 @@ test("browser host on another origin completes lazy OAuth and shows the secret",
     }
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// Issue #11, item 1: consent is a user action
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The attacker's site: it publishes a Client ID Metadata Document naming its own /cb, serves the attack
+ * page, and records every request that reaches /cb — a code arriving there is the attack succeeding.
+ */
+async function startAttacker(page: (origin: string) => string) {
+  const callbacks: URL[] = [];
+  let origin = "";
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? "/", origin);
+    if (url.pathname === "/client.json") {
+      const document = { client_id: `${origin}/client.json`, client_name: "Attacker", redirect_uris: [`${origin}/cb`] };
+      return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(document));
+    }
+    if (url.pathname === "/cb") {
+      callbacks.push(url);
+      return void res.writeHead(200, { "content-type": "text/html" }).end("<!doctype html><p>callback</p>");
+    }
+    if (url.pathname === "/attack") {
+      return void res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(page(origin));
+    }
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    origin,
+    callbacks,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve()).closeAllConnections()),
+  };
+}
+
+/**
+ * Everything a page on another origin can do without the user: read /authorize?…&approved=1 with a CORS
+ * fetch, fire it with a no-cors fetch (following any redirect), frame it, and POST the consent form into
+ * a frame with a consent token it obtained itself. Each attempt's outcome lands in window.attack.
+ */
+const ATTACK_SCRIPT = String.raw`
+"use strict";
+const config = JSON.parse(document.getElementById("config").textContent);
+const results = {};
+window.attack = { done: false, results };
+const settle = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+(async () => {
+  try {
+    const answer = await fetch(config.approveUrl, { credentials: "include" });
+    results.corsFetch = "read " + answer.status + " " + (await answer.text()).slice(0, 80);
+  } catch (error) {
+    results.corsFetch = "blocked: " + error.name;
+  }
+  try {
+    const answer = await fetch(config.approveUrl, { mode: "no-cors", credentials: "include" });
+    results.noCorsFetch = "opaque " + answer.type + " " + answer.status;
+  } catch (error) {
+    results.noCorsFetch = "failed: " + error.name;
+  }
+  const frame = document.createElement("iframe");
+  frame.name = "framed";
+  frame.src = config.approveUrl;
+  document.body.append(frame);
+  const sink = document.createElement("iframe");
+  sink.name = "sink";
+  document.body.append(sink);
+  const form = document.getElementById("csrf-in-frame");
+  form.target = "sink";
+  await settle(100); // let the frame take its name
+  form.submit();
+  await settle(1500);
+  try {
+    results.sink = sink.contentDocument ? "readable: " + sink.contentDocument.URL : "not readable";
+  } catch (error) {
+    results.sink = "not readable: " + error.name;
+  }
+  window.attack.done = true;
+})();
+`;
+
+function attackPage(config: { approveUrl: string; authorizeEndpoint: string; consent: string }): string {
+  const json = JSON.stringify(config).replace(/</g, "\\u003c");
+  const field = (name: string, value: string) =>
+    `<input type="hidden" name="${name}" value="${value.replace(/&/g, "&amp;").replace(/"/g, "&quot;")}">`;
+  const form = (id: string) =>
+    `<form id="${id}" method="post" action="${config.authorizeEndpoint}">${field("consent", config.consent)}${
+      field("decision", "approve")
+    }</form>`;
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Totally harmless page</title></head>
+<body><h1>Nothing to see</h1>${form("csrf-in-frame")}${form("csrf-top")}
+<script type="application/json" id="config">${json}</script>
+<script>${ATTACK_SCRIPT}</script></body></html>`;
+}
+
+test(
+  "a page on another origin cannot obtain a code without the user's click; the user's click on Approve still completes",
+  {
+    skip: SKIP_REASON,
+    timeout: 120_000,
+  },
+  async (t) => {
+    assert.ok(HAVE_CHROMIUM, `CI is set but Chromium is missing at ${CHROMIUM_PATH}`);
+    const serverLog: string[] = [];
+    const srv = await startServer({ port: 0, host: "127.0.0.1", log: (line) => serverLog.push(line) });
+    let config = { approveUrl: "", authorizeEndpoint: `${srv.url}/authorize`, consent: "" };
+    const attacker = await startAttacker(() => attackPage(config));
+    // deno-lint-ignore prefer-const -- assigned after the cleanup hook is registered, so the hook can close it
+    let browser: Browser | undefined;
+    t.after(async () => {
+      await browser?.close().catch(() => {});
+      await attacker.close();
+      await srv.close();
+    });
+
+    // The attacker's own client: its document, its redirect_uri, a PKCE challenge it made up.
+    const authorizeUrl = new URL(`${srv.url}/authorize`);
+    authorizeUrl.search = new URLSearchParams({
+      response_type: "code",
+      client_id: `${attacker.origin}/client.json`,
+      redirect_uri: `${attacker.origin}/cb`,
+      code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+      code_challenge_method: "S256",
+      state: "attack",
+    }).toString();
+    const approveUrl = new URL(authorizeUrl);
+    approveUrl.searchParams.set("approved", "1");
+    // A consent token is no secret from the attacker: it can fetch the page itself, server to server.
+    const page = await fetch(authorizeUrl);
+    assert.equal(page.status, 200, "the attacker's client is a valid one: the attack is only about consent");
+    const consent = /name="consent"[^>]*value="([^"]*)"/.exec(await page.text())?.[1] ?? "";
+    config = { ...config, approveUrl: approveUrl.href, consent };
+
+    browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: LAUNCH_ARGS });
+    const context = await browser.newContext();
+    // What the browser sent with each consent POST: the headers the server decides on.
+    const consentPosts: Promise<{ site?: string; origin?: string }>[] = [];
+    context.on("request", (request) => {
+      if (request.method() !== "POST" || !request.url().startsWith(`${srv.url}/authorize`)) return;
+      const sent = request.allHeaders().then((headers) => ({
+        site: headers["sec-fetch-site"],
+        origin: headers.origin,
+      }));
+      consentPosts.push(sent);
+    });
+    try {
+      const tab = await context.newPage();
+      await tab.goto(`${attacker.origin}/attack`);
+      await tab.waitForFunction(() => (window as unknown as { attack: { done: boolean } }).attack.done, undefined, {
+        timeout: STEP_TIMEOUT_MS,
+      });
+      const { results } = await tab.evaluate(() =>
+        (window as unknown as { attack: { results: Record<string, string> } }).attack
+      );
+      t.diagnostic(`attack outcomes: ${JSON.stringify(results)}`);
+      assert.deepEqual(attacker.callbacks.map(String), [], "no fetch nor frame brought a code to the attacker");
+      assert.match(results.corsFetch, /^blocked/, "a CORS fetch cannot read /authorize (no CORS headers there)");
+      const framed = tab.frame({ name: "framed" });
+      assert.ok(framed, "the iframe exists");
+      assert.equal(await framed.locator("#approve").count(), 0, "the consent page does not render inside a frame");
+
+      // The CSRF proper: the attacker's page POSTs the consent form, top level, with a token it fetched itself.
+      assert.ok(consent, "the consent page carries a consent token");
+      const [response] = await Promise.all([
+        tab.waitForResponse((r) => r.url() === `${srv.url}/authorize` && r.request().method() === "POST"),
+        tab.evaluate(() => (document.getElementById("csrf-top") as HTMLFormElement).submit()),
+      ]);
+      await tab.waitForURL(`${srv.url}/authorize`, { waitUntil: "load" }); // the tab now shows the refusal
+      assert.equal(response.status(), 403, "a form POST from another origin is refused");
+      assert.deepEqual(attacker.callbacks.map(String), [], "no code reached the attacker without a click");
+      const attempts = await Promise.all(consentPosts);
+      assert.equal(
+        attempts.length,
+        2,
+        `both form POSTs (in a frame, top level) were sent: ${JSON.stringify(attempts)}`,
+      );
+      for (const attempt of attempts) {
+        assert.notEqual(attempt.site, "same-origin", `Chromium says where it came from: ${JSON.stringify(attempt)}`);
+        assert.equal(attempt.origin, attacker.origin);
+      }
+
+      // Even a top-level visit to …&approved=1 only shows the consent page: nothing happens without a click.
+      const visit = await tab.goto(approveUrl.href);
+      assert.equal(visit?.status(), 200);
+      assert.equal(new URL(tab.url()).origin, srv.url, "the tab stays on the consent page");
+      assert.deepEqual(attacker.callbacks.map(String), [], "still no code");
+
+      // The user clicks Approve on the server's own page: the same-origin POST completes, 303 to the client.
+      await Promise.all([
+        tab.waitForURL((url) => url.href.startsWith(`${attacker.origin}/cb`), { timeout: STEP_TIMEOUT_MS }),
+        approveControl(tab).click(),
+      ]);
+      assert.equal(attacker.callbacks.length, 1, "the click delivered exactly one callback");
+      const callback = attacker.callbacks[0];
+      assert.ok(callback.searchParams.get("code"), "with a code");
+      assert.equal(callback.searchParams.get("state"), "attack");
+      assert.equal(callback.searchParams.get("iss"), srv.url);
+      const click = await consentPosts.at(-1);
+      assert.deepEqual(click, { site: "same-origin", origin: srv.url }, "what a click on the consent page sends");
+    } catch (error) {
+      for (const line of serverLog.slice(-40)) t.diagnostic(`server log: ${line}`);
+      throw error;
+    } finally {
+      await context.close();
+    }
+  },
+);
