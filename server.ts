@@ -73,7 +73,8 @@ function numberFrom(name: string, raw: string | undefined, fallback: number, min
 /** PUBLIC_URL is parsed, not pattern-matched: a URL that would fail later fails here, at startup. */
 function parsePublicUrl(raw: string): { base: string; host: string; path: string } {
   const url = URL.canParse(raw) ? new URL(raw) : undefined;
-  const clean = url && /^https?:$/.test(url.protocol) && !url.username && !url.password && !url.search && !url.hash;
+  const clean = url && /^https?:$/.test(url.protocol) && url.port !== "0" && !url.username && !url.password &&
+    !url.search && !url.hash;
   if (!url || !clean || !/^https?:\/\//i.test(raw)) {
     throw new ConfigError(
       `PUBLIC_URL must be an http(s) URL with a valid host and port, no query or fragment: "${raw}"`,
@@ -837,7 +838,8 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
     // what will run; only a protected tool asks for a token, so discovery and public tools stay open.
     const resource = `${base}${path}`;
     const caller = method === "tools/call" ? await authenticate(req, base, resource) : { tokenSent: false };
-    if (method === "tools/call" && PROTECTED_TOOLS.has(String(params.name)) && !caller.claims) {
+    const protectedTool = typeof params.name === "string" && PROTECTED_TOOLS.has(params.name);
+    if (method === "tools/call" && protectedTool && !caller.claims) {
       // RFC 9728 §5.1: the challenge names where discovery starts; RFC 6750 §3: invalid_token when a
       // token was sent but did not count.
       const metadata = `${base}/.well-known/oauth-protected-resource${path}`;
@@ -1068,7 +1070,9 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
       return { status: 400, error: { code: -32021, message, data } };
     }
     if (params.requestState !== undefined) {
-      const state = await verify("elicitation", String(params.requestState), issuerOf(base));
+      const state = typeof params.requestState === "string"
+        ? await verify("elicitation", params.requestState, issuerOf(base))
+        : undefined;
       const sub = caller.claims?.sub ?? "anonymous";
       if (!state?.jti || !state.exp || state.tool !== tool || state.sub !== sub) {
         return { error: { code: -32602, message: "Invalid params: requestState is invalid or expired" } };
