@@ -479,7 +479,8 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
         const signal = AbortSignal.timeout(METADATA_TIMEOUT_MS);
         response = await fetch(url, { redirect: "manual", signal, headers: { accept: "application/json" } });
       } catch (error) {
-        return `the client's metadata document could not be fetched (${String(error)})`;
+        const timedOut = error instanceof Error && error.name === "TimeoutError";
+        return `the client's metadata document ${timedOut ? "did not answer in time" : "is unreachable"}`;
       }
       if (response.status >= 300 && response.status < 400) {
         void response.body?.cancel();
