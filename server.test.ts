@@ -1338,6 +1338,15 @@ describe("/mcp", () => {
     }
   });
 
+  test("An id that is not a finite number (1e400 parses to Infinity) → 400 -32600, not an answer to id null", async () => {
+    const answer = await request(`${base}/mcp`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: '{"jsonrpc":"2.0","id":1e400,"method":"ping"}',
+    });
+    assertRpcError(answer, 400, -32600);
+  });
+
   test("An unknown method → -32601", async () => {
     assertRpcError(await rpc(base, { jsonrpc: "2.0", id: 1, method: "prompts/list" }), 200, -32601);
     assertRpcError(await rpc(base, { jsonrpc: "2.0", id: 1, method: "server/discover" }), 200, -32601);

@@ -817,7 +817,7 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
       return rpcError(res, 400, null, -32600, "Invalid Request: expected one JSON-RPC 2.0 message");
     }
     const { id, method } = message;
-    const badId = id !== undefined && typeof id !== "string" && typeof id !== "number";
+    const badId = id !== undefined && typeof id !== "string" && !Number.isFinite(id); // 1e400 parses to Infinity
     if (badId) return rpcError(res, 400, null, -32600, "Invalid Request: id must be a string or a number");
     // Notifications, and a client's answers to server requests, are accepted with no body (202); an answer
     // someone is waiting for (elicit_url, below) is handed over.
@@ -1267,7 +1267,8 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
       res.once("close", () => {
         const agent = quote((req.headers["user-agent"] ?? "-").slice(0, 60));
         const bearer = req.headers.authorization === undefined ? "no" : "yes";
-        log(`[request] ${req.method} ${path} → ${res.statusCode} bearer=${bearer} ${agent}`);
+        const status = res.writableFinished ? res.statusCode : "(closed before an answer)";
+        log(`[request] ${req.method} ${path} → ${status} bearer=${bearer} ${agent}`);
       });
     }
     route(req, res, path, new URLSearchParams(split === -1 ? "" : url.slice(split + 1))).catch((error: unknown) => {

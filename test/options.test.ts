@@ -656,6 +656,19 @@ describe("The request trace: one line per request through the log option", () =>
     assert.ok(!collected.lines.some((l) => l.startsWith("[request] GET /admin")), "no forged line");
   });
 
+  test("A client that leaves mid-upload is traced as closed before an answer, never as a 200", async () => {
+    const agent = marker();
+    const socket = connect(Number(new URL(base).port), "127.0.0.1");
+    await new Promise<void>((resolve) => socket.once("connect", resolve));
+    socket.write(
+      `POST /token HTTP/1.1\r\nHost: ${new URL(base).host}\r\nUser-Agent: ${agent}\r\n` +
+        "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 2000\r\n\r\ngrant_type=refr",
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    socket.destroy();
+    assert.equal(await traceOf(agent), `[request] POST /token → (closed before an answer) bearer=no "${agent}"`);
+  });
+
   test("Imported, startServer writes no trace line without logRequests", async () => {
     const collected = logCollector();
     const server = await startServer({ ...QUIET, log: collected.log });
