@@ -1537,14 +1537,29 @@ const SECRET_APP_URI = "ui://lazy-auth/secret.html";
 /** A tool's link to its view; the flat key is the older spelling some hosts still read. */
 const appMeta = (resourceUri: string) => ({ ui: { resourceUri }, "ui/resourceUri": resourceUri });
 
-const AUTH_BUTTON_APP = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Auth me</title>
-<style>
+/** What both views share: the host's theme (else the system's), and three small helpers for their scripts. */
+const VIEW_STYLE = `
   /* The host's theme when it names one (data-theme), else the system's: color-scheme picks light-dark(). */
   :root { color-scheme: light dark; font: 15px/1.4 system-ui, sans-serif; }
   :root[data-theme="light"] { color-scheme: light; }
   :root[data-theme="dark"] { color-scheme: dark; }
-  body { margin: 0; padding: 12px; background: light-dark(#fff, #1f1f1f); color: light-dark(#1f1f1f, #ececec); }
+  body { margin: 0; padding: 12px; background: light-dark(#fff, #1f1f1f); color: light-dark(#1f1f1f, #ececec); }`;
+const VIEW_SCRIPT = `"use strict";
+const send = (message) => window.parent.postMessage(Object.assign({ jsonrpc: "2.0" }, message), "*");
+function reportSize() { // how much room the view needs: sent once initialized, then on every change
+  const box = document.documentElement.getBoundingClientRect();
+  const size = { width: Math.ceil(box.width), height: Math.ceil(box.height) };
+  send({ method: "ui/notifications/size-changed", params: size });
+}
+function followTheme(context) {
+  const theme = context && context.theme;
+  if (theme === "light" || theme === "dark") document.documentElement.dataset.theme = theme;
+}`;
+
+const AUTH_BUTTON_APP = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Auth me</title>
+<style>
+${VIEW_STYLE}
   button { font: inherit; padding: 6px 14px; border-radius: 6px; cursor: pointer; color: inherit;
     border: 1px solid light-dark(#bbb, #555); background: light-dark(#f3f3f3, #2c2c2c); }
   #auth { background: light-dark(#2457d6, #4a78ee); border-color: transparent; color: #fff; }
@@ -1557,11 +1572,10 @@ const AUTH_BUTTON_APP = `<!doctype html>
 <button id="revoke" type="button" disabled>Revoke token</button>
 <p id="answer" role="status"></p>
 <script>
-"use strict";
+${VIEW_SCRIPT}
 // The view side of MCP Apps (2026-01-26), by hand: JSON-RPC 2.0 with the host over postMessage.
 const pending = new Map(); // request id → its promise; no timeout: the host may run a sign-in that takes minutes
 let lastId = 0;
-const send = (message) => window.parent.postMessage(Object.assign({ jsonrpc: "2.0" }, message), "*");
 function request(method, params) {
   const id = ++lastId;
   send({ id: id, method: method, params: params });
@@ -1582,15 +1596,6 @@ window.addEventListener("message", (event) => {
     followTheme(message.params);
   }
 });
-function reportSize() { // how much room the view needs: sent once initialized, then on every change
-  const box = document.documentElement.getBoundingClientRect();
-  const size = { width: Math.ceil(box.width), height: Math.ceil(box.height) };
-  send({ method: "ui/notifications/size-changed", params: size });
-}
-function followTheme(context) {
-  const theme = context && context.theme;
-  if (theme === "light" || theme === "dark") document.documentElement.dataset.theme = theme;
-}
 function show(text, isError) {
   const answer = document.getElementById("answer");
   answer.textContent = text; // always as text: a tool's answer is never HTML here
@@ -1628,30 +1633,16 @@ request("ui/initialize", {
 const SECRET_APP = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Secret</title>
 <style>
-  /* The host's theme when it names one (data-theme), else the system's: color-scheme picks light-dark(). */
-  :root { color-scheme: light dark; font: 15px/1.4 system-ui, sans-serif; }
-  :root[data-theme="light"] { color-scheme: light; }
-  :root[data-theme="dark"] { color-scheme: dark; }
-  body { margin: 0; padding: 12px; background: light-dark(#fff, #1f1f1f); color: light-dark(#1f1f1f, #ececec); }
+${VIEW_STYLE}
   #secret { margin: 0; overflow-wrap: anywhere; }
   #secret.waiting { opacity: 0.7; font-style: italic; }
   #secret.error { color: light-dark(#b3261e, #ff8a80); }
 </style></head>
 <body><p id="secret" class="waiting" role="status">Waiting for secret data…</p>
 <script>
-"use strict";
+${VIEW_SCRIPT}
 // The view side of MCP Apps (2026-01-26), by hand. Its one request is ui/initialize (id 1); the host then
 // sends get_secret's result as a notification.
-const send = (message) => window.parent.postMessage(Object.assign({ jsonrpc: "2.0" }, message), "*");
-function reportSize() { // how much room the view needs: sent once initialized, then on every change
-  const box = document.documentElement.getBoundingClientRect();
-  const size = { width: Math.ceil(box.width), height: Math.ceil(box.height) };
-  send({ method: "ui/notifications/size-changed", params: size });
-}
-function followTheme(context) {
-  const theme = context && context.theme;
-  if (theme === "light" || theme === "dark") document.documentElement.dataset.theme = theme;
-}
 function show(text, className) {
   const secret = document.getElementById("secret");
   secret.textContent = text; // always as text: a tool's answer is never HTML here
