@@ -243,9 +243,11 @@ export async function createHandler(options: ServerOptions = {}): Promise<LazyAu
   const remembered = new Set<TokenKind>(["code", "refresh", "access"]);
   const clientMetadata = clientMetadataDocuments();
 
-  /** The base URL for links, `iss` and audiences: PUBLIC_URL, else a loopback Host; undefined means refuse. */
-  // DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 reaches this server with
-  // `Host: evil.example`. Only names that are ours are served (MCP transports: servers must validate).
+  /**
+   * The base URL for links, `iss` and audiences: PUBLIC_URL, else a loopback Host; undefined means refuse.
+   * DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 reaches this server with
+   * `Host: evil.example`, so only names that are ours are served (MCP Streamable HTTP: servers must validate).
+   */
   function baseUrl(req: IncomingMessage): string | undefined {
     const host = (req.headers.host ?? "").toLowerCase();
     const publicUrl = config.publicUrl;
