@@ -11,12 +11,8 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import process from "node:process";
 import { SignJWT } from "jose";
 import { Client as ClientV1 } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport as TransportV1 } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -32,6 +28,7 @@ import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from
 import { type RunningServer, startServer } from "../server.ts";
 import { startCluster } from "../examples/multi-instance.ts";
 import { type Answer, request, rpc, signIn } from "./helpers.ts";
+import { RedisProcess, withRedis } from "./redis.ts";
 
 const JWT_SECRET = randomBytes(32).toString("hex"); // known here, so a test can sign an expired elicitation
 const MODERN = "2026-07-28";
@@ -390,15 +387,7 @@ describe(`URL elicitation in ${MODERN}, over HTTP`, () => {
 
 // ─── Two instances sharing one Redis ─────────────────────────────────────────────────────────────
 
-const redisInstalled = spawnSync("redis-server", ["--version"], { stdio: "ignore" }).status === 0;
-
-if (!redisInstalled && process.env.CI) {
-  test("redis-server is installed (required when CI is set)", () => {
-    assert.fail("redis-server is not on PATH: install it (apt-get install -y redis-server)");
-  });
-} else if (!redisInstalled) {
-  test("URL elicitation across two instances", { skip: "redis-server not found on PATH" }, () => {});
-} else {
+withRedis({ name: "URL elicitation across two instances" }, () => {
   describe("URL elicitation across two instances sharing one Redis", () => {
     let redis: RedisProcess;
     let cluster: Awaited<ReturnType<typeof startCluster>>;
@@ -406,9 +395,10 @@ if (!redisInstalled && process.env.CI) {
     let B: string;
 
     before(async () => {
-      redis = await RedisProcess.start();
+      redis = new RedisProcess();
+      await redis.start();
       cluster = await startCluster({
-        redisUrl: `redis://127.0.0.1:${redis.port}`,
+        redisUrl: redis.url,
         jwtSecret: JWT_SECRET,
         port: 0,
         log: () => {},
@@ -445,7 +435,7 @@ if (!redisInstalled && process.env.CI) {
       assert.match(replay.json.error.message, /already used/);
     });
   });
-}
+});
 
 // ─── Clients ─────────────────────────────────────────────────────────────────────────────────────
 
@@ -615,57 +605,4 @@ function eventsOf(body: ReadableStream<Uint8Array>) {
       }
     },
   };
-}
-
-// ─── A throwaway redis-server ────────────────────────────────────────────────────────────────────
-
-/**
- * redis-server on a free loopback port, no persistence. It runs under a small sh wrapper that stops it when
- * its stdin closes — at stop(), and also when this process dies in any way — so none is ever left behind.
- */
-class RedisProcess {
-  private constructor(readonly port: number, private readonly child: ChildProcess) {}
-
-  static async start(): Promise<RedisProcess> {
-    const port = await freePort();
-    const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmpdir()];
-    const wrapper = 'exec 3<&0; redis-server "$@" & redis=$!; (read _ <&3; kill $redis 2>/dev/null) & wait $redis';
-    const child = spawn("sh", ["-c", wrapper, "redis-test", ...args], { stdio: ["pipe", "pipe", "pipe"] });
-    let output = "";
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${output}`)), 10_000);
-      child.stdout?.on("data", (chunk: Buffer) => {
-        output += chunk;
-        if (output.includes("Ready to accept connections")) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      child.stderr?.on("data", (chunk: Buffer) => (output += chunk));
-      child.once("exit", (status) => {
-        clearTimeout(timer);
-        reject(new Error(`redis-server exited (${status}):\n${output}`));
-      });
-    });
-    return new RedisProcess(port, child);
-  }
-
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = new Promise((resolve) => this.child.once("exit", resolve));
-    this.child.stdin?.end();
-    await exited;
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject).listen(0, "127.0.0.1", () => {
-      const address = probe.address();
-      probe.close(
-        () => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))),
-      );
-    });
-  });
 }

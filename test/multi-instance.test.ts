@@ -11,16 +11,12 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import process from "node:process";
-import { createClient } from "redis";
 import { startServer } from "../server.ts";
 import { type Cluster, startCluster } from "../examples/multi-instance.ts";
 import { createRedisStore } from "../examples/redis-store.ts";
 import { clientDocuments, consentForm } from "./helpers.ts";
+import { redisInstalled, RedisProcess, withRedis } from "./redis.ts";
 
 const REDIRECT_URI = "http://127.0.0.1:1/cb";
 /** A Client ID Metadata Document on loopback, which each instance fetches (and caches for a minute). */
@@ -28,19 +24,11 @@ const CLIENT_ID = clientDocuments.client("/multi-instance-client.json", [REDIREC
   cacheControl: "max-age=60",
 });
 
-const redisInstalled = spawnSync("redis-server", ["--version"], { stdio: "ignore" }).status === 0;
-
-if (!redisInstalled && process.env.CI) {
-  test("redis-server is installed (required when CI is set)", () => {
-    assert.fail(
-      "redis-server is not on PATH: install it (apt-get install -y redis-server) to run the multi-instance tests",
-    );
-  });
-} else if (!redisInstalled) {
-  test("multi-instance tests", {
-    skip: "redis-server not found on PATH; install it to run them (apt-get install -y redis-server)",
-  }, () => {});
-} else {
+withRedis({
+  name: "multi-instance tests",
+  skip: "redis-server not found on PATH; install it to run them (apt-get install -y redis-server)",
+  purpose: "to run the multi-instance tests",
+}, () => {
   describe("two instances sharing one Redis", () => {
     let redis: RedisProcess;
     let cluster: Cluster;
@@ -49,10 +37,10 @@ if (!redisInstalled && process.env.CI) {
     const logs: string[] = [];
 
     before(async () => {
-      redis = new RedisProcess(); // created here: the class is declared further down
-      await redis.start(await freePort());
+      redis = new RedisProcess();
+      await redis.start();
       cluster = await startCluster({
-        redisUrl: `redis://127.0.0.1:${redis.port}`,
+        redisUrl: redis.url,
         jwtSecret: randomBytes(32).toString("hex"),
         port: 0,
         accessTokenTtlSeconds: 60,
@@ -288,7 +276,7 @@ if (!redisInstalled && process.env.CI) {
       }
     }
   });
-}
+});
 
 // ─── The Redis store refuses a Redis that may evict ───────────────────────────────────────────────
 // An evicted spent code can be redeemed again; an evicted revocation brings a session back. Under a
@@ -300,7 +288,7 @@ if (redisInstalled) {
 
     before(async () => {
       redis = new RedisProcess(["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"]);
-      await redis.start(await freePort());
+      await redis.start();
     });
     after(() => redis?.stop());
 
@@ -471,85 +459,4 @@ function callTool(base: string, accessToken: string | undefined, name = "get_sec
     },
     body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name, arguments: {} } }),
   }).then(answerOf);
-}
-
-// ─── A throwaway redis-server ─────────────────────────────────────────────────────────────────────
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject).listen(0, "127.0.0.1", () => {
-      const address = probe.address();
-      probe.close(
-        () => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))),
-      );
-    });
-  });
-}
-
-/**
- * A redis-server that cannot outlive this process: it runs under a small sh wrapper that stops it when
- * its stdin closes, which happens when stop() closes it and also when this process dies in any way
- * (a runner timeout, Ctrl-C, a crash), so no redis-server is ever left behind.
- */
-class RedisProcess {
-  port = 0;
-  #child: ChildProcess | undefined;
-  #extraArgs: string[];
-
-  /** `extraArgs`: more redis-server options, e.g. a maxmemory limit and policy. */
-  constructor(extraArgs: string[] = []) {
-    this.#extraArgs = extraArgs;
-  }
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-
-  /** A connected client for checks and configuration; destroy() it when done. */
-  async admin() {
-    const client = createClient({ url: this.url });
-    client.on("error", () => {});
-    await client.connect();
-    return client;
-  }
-
-  /** Starts redis-server on `port` (loopback, no persistence) and resolves once it accepts connections. */
-  async start(port: number): Promise<void> {
-    this.port = port;
-    const args = [
-      ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmpdir()], // writes nothing
-      ...this.#extraArgs,
-    ];
-    // fd 3 keeps the wrapper's stdin for the watcher: a background job's own stdin is /dev/null.
-    const wrapper = 'exec 3<&0; redis-server "$@" & redis=$!; (read _ <&3; kill $redis 2>/dev/null) & wait $redis';
-    const child = spawn("sh", ["-c", wrapper, "redis-test", ...args], { stdio: ["pipe", "pipe", "pipe"] });
-    this.#child = child;
-    let output = "";
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${output}`)), 10_000);
-      child.stdout?.on("data", (chunk: Buffer) => {
-        output += chunk;
-        if (output.includes("Ready to accept connections")) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      child.stderr?.on("data", (chunk: Buffer) => (output += chunk));
-      child.once("exit", (status) => {
-        clearTimeout(timer);
-        reject(new Error(`redis-server exited (${status}):\n${output}`));
-      });
-    });
-  }
-
-  /** Stops redis-server and waits until it has exited. */
-  async stop(): Promise<void> {
-    const child = this.#child;
-    this.#child = undefined;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once("exit", resolve));
-    child.stdin?.end(); // the wrapper stops redis-server (SIGTERM) and exits once it has
-    await exited;
-  }
 }

@@ -8,10 +8,9 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { connect, createServer, type Socket } from "node:net";
-import { tmpdir } from "node:os";
+import { connect, type Socket } from "node:net";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { createRedisStore } from "../examples/redis-store.ts";
@@ -27,6 +26,7 @@ import {
   signIn,
   type Tokens,
 } from "./helpers.ts";
+import { freePort, RedisProcess, withRedis } from "./redis.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const SECRET = randomBytes(32).toString("hex");
@@ -86,15 +86,7 @@ describe("A restart with the in-memory store", () => {
 // Redis remembers across a restart of the server: what was valid stays valid, what was spent or revoked
 // stays spent or revoked.
 
-const redisInstalled = spawnSync("redis-server", ["--version"], { stdio: "ignore" }).status === 0;
-
-if (!redisInstalled && process.env.CI) {
-  test("redis-server is installed (required when CI is set)", () => {
-    assert.fail("redis-server is not on PATH: install it (apt-get install -y redis-server) to run the restart tests");
-  });
-} else if (!redisInstalled) {
-  test("A restart with the Redis store", { skip: "redis-server not found on PATH" }, () => {});
-} else {
+withRedis({ name: "A restart with the Redis store", purpose: "to run the restart tests" }, () => {
   describe("A restart with the Redis store", () => {
     let redis: RedisProcess;
     let restart: Restart;
@@ -103,10 +95,10 @@ if (!redisInstalled && process.env.CI) {
 
     before(async () => {
       redis = new RedisProcess();
-      await redis.start(await freePort());
+      await redis.start();
       // A restarted process connects to Redis anew: each server gets a store (and a connection) of its own.
       restart = new Restart(async () => {
-        const { store, close } = await createRedisStore(`redis://127.0.0.1:${redis.port}`, { log: () => {} });
+        const { store, close } = await createRedisStore(redis.url, { log: () => {} });
         closeStores.push(close);
         return { store };
       });
@@ -150,7 +142,7 @@ if (!redisInstalled && process.env.CI) {
       assertOAuthError(await refresh(restart.url, held.revoked), 400, "invalid_grant");
     });
   });
-}
+});
 
 /** What a client holds when the server restarts; each item is checked to work before the restart. */
 interface Issued {
@@ -753,51 +745,5 @@ async function until(condition: () => boolean | Promise<boolean>): Promise<void>
   for (const deadline = performance.now() + 30_000; !(await condition());) {
     assert.ok(performance.now() < deadline, `still waiting after 30 s for ${condition}`);
     await sleep(20);
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject).listen(0, "127.0.0.1", () => {
-      const address = probe.address();
-      probe.close(
-        () => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))),
-      );
-    });
-  });
-}
-
-/**
- * A throwaway redis-server on loopback, without persistence, as in test/multi-instance.test.ts: it runs
- * under a small sh wrapper that stops it when its stdin closes, so it never outlives this process.
- */
-class RedisProcess {
-  port = 0;
-  #child: ChildProcess | undefined;
-
-  async start(port: number): Promise<void> {
-    this.port = port;
-    const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmpdir()];
-    const wrapper = 'exec 3<&0; redis-server "$@" & redis=$!; (read _ <&3; kill $redis 2>/dev/null) & wait $redis';
-    const child = spawn("sh", ["-c", wrapper, "redis-test", ...args], { stdio: ["pipe", "pipe", "pipe"] });
-    this.#child = child;
-    let output = "";
-    child.stdout?.on("data", (chunk: Buffer) => (output += chunk));
-    child.stderr?.on("data", (chunk: Buffer) => (output += chunk));
-    const ready = await Promise.race([
-      until(() => output.includes("Ready to accept connections")).then(() => true),
-      new Promise<boolean>((resolve) => child.once("exit", () => resolve(false))),
-    ]);
-    assert.ok(ready, `redis-server did not start: ${output}`);
-  }
-
-  async stop(): Promise<void> {
-    const child = this.#child;
-    this.#child = undefined;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once("exit", resolve));
-    child.stdin?.end();
-    await exited;
   }
 }
