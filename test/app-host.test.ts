@@ -14,31 +14,19 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
-import { type Browser, chromium, type FrameLocator, type Page } from "playwright-core";
+import type { Browser, FrameLocator, Page } from "playwright-core";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { type OAuthDiscoveryState, UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
 import type { OAuthClientInformationMixed, OAuthTokens } from "@modelcontextprotocol/sdk/shared/auth.js";
 import { type RunningServer, startServer } from "../server.ts";
 import { approveAsUser, TestOAuthProvider } from "./clients.ts";
+import { CHROMIUM_PATH, chromiumSkipReason, HAVE_CHROMIUM, launchChromium } from "./chromium.ts";
 
-const CHROMIUM_PATH = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const IN_CI = !!process.env.CI && !/^(0|false)$/i.test(process.env.CI);
-const SKIP_REASON = !existsSync(CHROMIUM_PATH) && !IN_CI
-  ? `Chromium not found at ${CHROMIUM_PATH}: MCP App test skipped (install the "chromium" package)`
-  : false;
-const LAUNCH_ARGS = [
-  "--no-sandbox",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-  "--disable-gpu",
-];
+const SKIP_REASON = chromiumSkipReason("MCP App test");
 const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 const SCREENSHOT = new URL("../examples/mcp-app-screenshot.png", import.meta.url);
 const APP_MIME = "text/html;profile=mcp-app";
@@ -248,12 +236,12 @@ describe("MCP App in a browser host (AppBridge, Chromium)", { skip: SKIP_REASON,
   const pageErrors: string[] = [];
 
   before(async () => {
-    assert.ok(existsSync(CHROMIUM_PATH), `CI is set but Chromium is missing at ${CHROMIUM_PATH}`);
+    assert.ok(HAVE_CHROMIUM, `CI is set but Chromium is missing at ${CHROMIUM_PATH}`);
     server = await startServer({ port: 0, host: "127.0.0.1", log: () => {} });
     connection = new HostConnection(`${server.url}/mcp`);
     await connection.connect();
     hostPage = await serveHostPage(await bundleAppBridge());
-    browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: LAUNCH_ARGS });
+    browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 520, height: 400 }, deviceScaleFactor: 2 });
     page.on("pageerror", (error) => pageErrors.push(String(error)));
     page.on("console", (message) => {

@@ -16,29 +16,15 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type Browser, type BrowserContext, chromium, type Locator, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Locator, Page } from "playwright-core";
 import { startServer } from "../server.ts";
+import { CHROMIUM_PATH, chromiumSkipReason, HAVE_CHROMIUM, launchChromium } from "./chromium.ts";
 
-const CHROMIUM_PATH = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const IN_CI = !!process.env.CI && !/^(0|false)$/i.test(process.env.CI);
-const HAVE_CHROMIUM = existsSync(CHROMIUM_PATH);
-const SKIP_REASON = !HAVE_CHROMIUM && !IN_CI
-  ? `Chromium not found at ${CHROMIUM_PATH}: browser test skipped (install the "chromium" package; under CI this is a failure)`
-  : false;
-
-const LAUNCH_ARGS = [
-  "--no-sandbox",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-  "--disable-gpu",
-  "--disable-quic",
-];
+const SKIP_REASON = chromiumSkipReason("browser test");
+const EXTRA_LAUNCH_ARGS = ["--disable-quic"]; // on top of launchChromium's own flags
 
 const STEP_TIMEOUT_MS = 20_000;
 
@@ -471,7 +457,7 @@ test("browser host on another origin completes lazy OAuth and shows the secret",
 
   assert.notEqual(new URL(host.origin).origin, new URL(srv.url).origin, "host and server must be different origins");
 
-  browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: LAUNCH_ARGS });
+  browser = await launchChromium(EXTRA_LAUNCH_ARGS);
 
   const dumpServerLog = (err: unknown) => {
     for (const line of serverLog.slice(-40)) t.diagnostic(`server log: ${line}`);
@@ -734,7 +720,7 @@ test(
     const consent = /name="consent"[^>]*value="([^"]*)"/.exec(await page.text())?.[1] ?? "";
     config = { ...config, approveUrl: approveUrl.href, consent };
 
-    browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: LAUNCH_ARGS });
+    browser = await launchChromium(EXTRA_LAUNCH_ARGS);
     const context = await browser.newContext();
     // What the browser sent with each consent POST: the headers the server decides on.
     const consentPosts: Promise<{ site?: string; origin?: string }>[] = [];
