@@ -33,6 +33,9 @@ import {
 
 type Running = Awaited<ReturnType<typeof startServer>>;
 
+/** Every tool the server offers, by name in sorted order: what tools/list answers in either protocol era. */
+const TOOL_NAMES = ["elicit_by_error", "elicit_url", "get_secret", "revoke_auth_token", "show_auth_button", "whoami"];
+
 // One server for most tests. Its secret is known here only so tests can forge tokens that are right
 // in every way but one, and check that the one wrong thing is what gets them refused.
 const SECRET = randomBytes(32).toString("hex");
@@ -246,14 +249,7 @@ describe("The lazy flow", () => {
     assert.equal(initialize.json.result.protocolVersion, "2025-06-18");
     const list = await rpc(base, { jsonrpc: "2.0", id: 2, method: "tools/list" });
     assertRpcResult(list);
-    assert.deepEqual(list.json.result.tools.map((tool: { name: string }) => tool.name).sort(), [
-      "elicit_by_error",
-      "elicit_url",
-      "get_secret",
-      "revoke_auth_token",
-      "show_auth_button",
-      "whoami",
-    ]);
+    assert.deepEqual(list.json.result.tools.map((tool: { name: string }) => tool.name).sort(), TOOL_NAMES);
     const whoami = await callTool(base, "whoami");
     assertRpcResult(whoami);
     assert.match(whoami.json.result.content[0].text, /anonymous/);
@@ -1491,14 +1487,7 @@ describe("/mcp in the 2026-07-28 era", () => {
     assert.equal(result.resultType, "complete");
     assert.ok(Number.isInteger(result.ttlMs) && result.ttlMs >= 0, `ttlMs ${result.ttlMs}`);
     assert.ok(["public", "private"].includes(result.cacheScope), `cacheScope ${result.cacheScope}`);
-    assert.deepEqual(result.tools.map((tool: { name: string }) => tool.name).sort(), [
-      "elicit_by_error",
-      "elicit_url",
-      "get_secret",
-      "revoke_auth_token",
-      "show_auth_button",
-      "whoami",
-    ]);
+    assert.deepEqual(result.tools.map((tool: { name: string }) => tool.name).sort(), TOOL_NAMES);
     for (const tool of result.tools) assert.equal(tool.inputSchema.type, "object");
   });
 
