@@ -145,6 +145,22 @@ describe("Item 1: consent is a form POST from the server's own page", () => {
     }
   });
 
+  test("Another origin's preflight of /authorize or /elicitation-callback → 204 with no Access-Control-* header at all", async () => {
+    for (const path of ["/authorize", "/elicitation-callback"]) {
+      const answer = await request(new URL(path, base), {
+        method: "OPTIONS",
+        headers: {
+          origin: clientDocuments.origin,
+          "access-control-request-method": "POST",
+          "access-control-request-headers": "content-type",
+        },
+      });
+      assert.equal(answer.status, 204, `${path}: ${answer.text}`);
+      const granted = [...answer.headers.keys()].filter((name) => name.startsWith("access-control-"));
+      assert.deepEqual(granted, [], `${path}: a preflight of a page grants nothing`);
+    }
+  });
+
   test("A GET carrying the form's own fields (consent, decision=approve) is still only the consent page", async () => {
     const { form } = await consentPage(authorizeUrl(base));
     const url = authorizeUrl(base);
@@ -653,6 +669,18 @@ describe("Item 3: every logged value is escaped; names with control characters a
     assertOAuthError(await authorize({ client_id: url }), 400, "invalid_client");
     assert.ok(logged.length > from, "the refusals are logged");
     assertCleanLogs(logged.slice(from));
+  });
+
+  test("A metadata-document client_id holding a newline or tab, its document naming that exact client_id → 400 invalid_client, never fetched", async () => {
+    // A URL parser drops tabs and newlines, so the fetch would reach the document without them.
+    for (const [name, control] of [["lf", "\n"], ["tab", "\t"]]) {
+      const path = `/cimd/control-${name}.json`;
+      const clientId = `${clientDocuments.origin}/cimd/control-${control}${name}.json`;
+      const body = { client_id: clientId, client_name: "Control", redirect_uris: [REDIRECT_URI] };
+      clientDocuments.serve(path, { body });
+      assertOAuthError(await authorize({ client_id: clientId }), 400, "invalid_client");
+      assert.equal(clientDocuments.fetches(path), 0, `${name}: refused before the document is fetched`);
+    }
   });
 
   test("The attacker's repeated parameter whose name holds %0A → 400 invalid_request; the log shows it escaped", async () => {
