@@ -1445,6 +1445,7 @@ function modern(
     "mcp-method": method,
   };
   if (method === "tools/call") routing["mcp-name"] = String(params.name);
+  if (method === "resources/read") routing["mcp-name"] = String(params.uri);
   return rpc(base, envelope(method, params, options.version), {
     token: options.token,
     headers: { ...routing, ...options.headers },
@@ -1548,6 +1549,16 @@ describe("/mcp in the 2026-07-28 era", () => {
   test("tools/call without Mcp-Name, or with one naming another tool → 400 -32020", async () => {
     assertRpcError(await modernCall("whoami", { headers: { "mcp-name": undefined } }), 400, -32020);
     assertRpcError(await modernCall("whoami", { headers: { "mcp-name": "who" } }), 400, -32020);
+  });
+
+  test("resources/read: Mcp-Name naming its URI → 200; without Mcp-Name, or naming another URI → 400 -32020", async () => {
+    const uri = "ui://lazy-auth/secret.html";
+    const read = await modern("resources/read", { uri });
+    assertRpcResult(read);
+    assert.equal(read.json.result.contents[0].uri, uri);
+    assertRpcError(await modern("resources/read", { uri }, { headers: { "mcp-name": undefined } }), 400, -32020);
+    const other = { "mcp-name": "ui://lazy-auth/auth-button.html" };
+    assertRpcError(await modern("resources/read", { uri }, { headers: other }), 400, -32020);
   });
 
   test("A base64-encoded Mcp-Name (=?base64?…?=) is decoded before comparing: the same name → 200, another → 400 -32020", async () => {
