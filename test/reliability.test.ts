@@ -366,6 +366,27 @@ describe("startServer's close(graceMs)", () => {
     await closed;
     await assertNotServed(port);
   });
+
+  test("A request whose headers finish arriving after close() began → 200 with Connection: close, then its connection closes", async () => {
+    const running = await startServer({ port: 0, host: "127.0.0.1", jwtSecret: SECRET, log: () => {} });
+    const port = Number(new URL(running.url).port);
+    const connection = await RawConnection.open(port);
+    const headers = getRequest(port, "/");
+    connection.write(headers.slice(0, -2)); // all but the blank line that ends the headers
+    // One answer on another connection: by then the server has read these bytes, so this one is busy, not idle.
+    const other = await RawConnection.open(port);
+    other.write(getRequest(port, "/"));
+    assert.equal((await other.next())?.status, 200);
+    other.destroy();
+
+    const closed = running.close(5_000);
+    connection.write("\r\n");
+    const answer = await connection.next();
+    assert.equal(answer?.status, 200, answer?.body);
+    assert.equal(answer.headers.connection, "close", "an answer given while draining closes its connection");
+    assert.equal(await connection.next(), undefined, "nothing more on that connection");
+    await closed;
+  });
 });
 
 // ─── A client that hangs up ──────────────────────────────────────────────────────────────────────
