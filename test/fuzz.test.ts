@@ -280,11 +280,12 @@ function checkCommon(probe: Probe, r: Reply) {
   assert.ok(r.status >= 200 && r.status < 500, `status ${r.status}: never a 5xx (nor 1xx)`);
   assertNoStackTrace(r.body);
   const path = routedPath(p);
-  if (path === "/authorize") {
-    // Another origin must not read the consent page (its token) nor any answer to the consent form.
-    assert.equal(r.headers["access-control-allow-origin"], undefined, "no CORS on an /authorize answer");
+  if (path === "/authorize" || path === "/elicitation-callback") {
+    // Pages for a person: another origin must not read the consent page (its token), the answers to its form,
+    // or the elicitation callback.
+    assert.equal(r.headers["access-control-allow-origin"], undefined, `no CORS on a ${path} answer`);
     if (p.method === "OPTIONS") {
-      return assert.ok([204, 405].includes(r.status), `a preflight of /authorize: ${r.status}`);
+      return assert.ok([204, 405].includes(r.status), `a preflight of ${path}: ${r.status}`);
     }
   } else {
     assert.equal(r.headers["access-control-allow-origin"], "*", "CORS Access-Control-Allow-Origin on every answer");
