@@ -1192,8 +1192,8 @@ button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radiu
     // Mounted at /lazy-auth, that path starts with the mount: the README's root rewrite sends those here.
     const wellKnown = /^\/\.well-known\/(oauth-protected-resource|oauth-authorization-server)(\/.*)?$/.exec(path);
     if (!wellKnown) return undefined;
-    const suffix = wellKnown[2] ?? "";
-    const rest = mount && suffix.startsWith(`${mount}/`) ? suffix.slice(mount.length) : suffix === mount ? "" : suffix;
+    let rest = wellKnown[2] ?? ""; // the issuer's or resource's path, inside this handler
+    if (mount && (rest === mount || rest.startsWith(`${mount}/`))) rest = rest.slice(mount.length);
     if (wellKnown[1] === "oauth-protected-resource") {
       if (rest !== "" && mcpPathTtl(rest) === undefined) return undefined;
       return { GET: (_req, res, base) => protectedResourceMetadata(res, base, rest) };
