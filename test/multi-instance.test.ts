@@ -2,8 +2,9 @@
  * Two instances sharing one Redis (examples/multi-instance.ts): what is spent or revoked at one
  * instance is spent or revoked at the other, exactly one of many concurrent redemptions wins, and
  * when Redis stops answering the instances fail closed (503) and recover once it is back. A refresh
- * chain keeps one key per session. The Redis store refuses a Redis that may evict keys, and says so
- * when it cannot check.
+ * chain keeps one key per session, and lasts no longer than the refresh lifetime. The Redis store refuses
+ * a Redis that may evict keys — at startup, and whenever a later check (periodic, or after a refused write)
+ * finds one — and says so when it cannot check.
  *
  * Black box over HTTP. Starts its own redis-server on a free loopback port, without persistence,
  * and stops it at the end. Without redis-server on PATH these tests are skipped, unless CI is set,
@@ -172,7 +173,7 @@ withRedis({
       }
     });
 
-    test("Redis down: 503 temporarily_unavailable, never a success, no crash; Redis back: service resumes", async () => {
+    test("Redis down: 503 temporarily_unavailable, never a success, no crash; Redis back: it resumes", async () => {
       const { code: spentCode, verifier: spentVerifier } = await authorize(A);
       const live = (await redeemCode(A, spentCode, spentVerifier)).body;
       const fresh = await authorize(B); // a valid code never redeemed: it would succeed if the store were skipped
@@ -229,7 +230,7 @@ withRedis({
       assert.equal(rotated.status, 200);
     });
 
-    test("Redis connected but silent: 503 once the deadline passes, not a hang; a spend that lands late is not honoured", async () => {
+    test("Redis silent: 503 once the deadline passes, not a hang; a spend landing late is not honoured", async () => {
       const { code: liveCode, verifier: liveVerifier } = await authorize(A);
       const live = (await redeemCode(A, liveCode, liveVerifier)).body;
       const fresh = await authorize(A);
@@ -280,7 +281,8 @@ withRedis({
 
 // ─── The Redis store refuses a Redis that may evict ───────────────────────────────────────────────
 // An evicted spent code can be redeemed again; an evicted revocation brings a session back. Under a
-// maxmemory limit any policy but noeviction evicts, so such a Redis is refused at startup.
+// maxmemory limit any policy but noeviction evicts, so such a Redis is refused at startup, and a running
+// store that finds one later (CONFIG SET at runtime) refuses every call until the policy is fixed.
 
 if (redisInstalled) {
   describe("the Redis store and eviction", () => {
@@ -301,7 +303,7 @@ if (redisInstalled) {
       }
     }
 
-    test("a Redis that may evict (maxmemory 2mb with allkeys-lru, or any volatile-*/allkeys-* policy) is refused at startup, in one line", async () => {
+    test("maxmemory with an allkeys-*/volatile-* policy: the store refuses to start, in one line", async () => {
       for (const policy of ["allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-ttl"]) {
         await configure({ "maxmemory-policy": policy });
         await assert.rejects(createRedisStore(redis.url, { log: () => {} }), (error: Error) => {
@@ -351,12 +353,20 @@ if (redisInstalled) {
         const id = randomBytes(8).toString("hex");
         assert.equal(await redisStore.store.spendOnce(id, Date.now() / 1000 + 60), true);
         assert.equal(await redisStore.store.spendOnce(id, Date.now() / 1000 + 60), false);
+
+        // A write Redis refuses (out of memory) makes the store check again: denied again, still one line.
+        await configure({ maxmemory: "1", "maxmemory-policy": "noeviction" });
+        await assert.rejects(redisStore.store.spendOnce(randomBytes(8).toString("hex"), Date.now() / 1000 + 60));
+        await configure({ maxmemory: "2mb" });
+        assert.equal(await redisStore.store.spendOnce(randomBytes(8).toString("hex"), Date.now() / 1000 + 60), true);
+        assert.equal(lines.length, 1, `still one warning: ${JSON.stringify(lines)}`);
       } finally {
         await redisStore.close();
+        await configure({ maxmemory: "2mb", "maxmemory-policy": "allkeys-lru" });
       }
     });
 
-    test("with noeviction, a Redis over its maxmemory refuses new entries: a code exchange answers 503 temporarily_unavailable, never tokens; with room again, it is served", async () => {
+    test("noeviction over maxmemory: a code exchange answers 503 temporarily_unavailable; with room, 200", async () => {
       await configure({ "maxmemory-policy": "noeviction" });
       const redisStore = await createRedisStore(redis.url, { log: () => {} });
       const server = await startServer({ port: 0, host: "127.0.0.1", store: redisStore.store, log: () => {} });
@@ -379,7 +389,123 @@ if (redisInstalled) {
         await configure({ maxmemory: "2mb", "maxmemory-policy": "allkeys-lru" });
       }
     });
+
+    test("evicting policy set at runtime: sign-ins answer 503 temporarily_unavailable until noeviction", async () => {
+      await configure({ maxmemory: "2mb", "maxmemory-policy": "noeviction" });
+      const lines: string[] = [];
+      const redisStore = await createRedisStore(redis.url, {
+        log: (line) => lines.push(line),
+        evictionCheckIntervalMs: 50,
+      });
+      const server = await startServer({ port: 0, host: "127.0.0.1", store: redisStore.store, log: () => {} });
+      const admin = await redis.admin();
+      try {
+        const before = await signIn(server.url);
+        assert.equal(before.status, 200, JSON.stringify(before.body));
+
+        await admin.configSet("maxmemory-policy", "allkeys-lru"); // under maxmemory 2mb: Redis may now evict
+        await logged(lines, /may evict keys \(maxmemory \d+, maxmemory-policy allkeys-lru\)/);
+        const during = await signIn(server.url);
+        assert.equal(during.status, 503, JSON.stringify(during.body));
+        assert.equal(during.body.error, "temporarily_unavailable");
+        assert.equal(during.body.access_token, undefined);
+        const refreshed = await refresh(server.url, before.body.refresh_token);
+        assert.equal(refreshed.status, 503, JSON.stringify(refreshed.body));
+        assert.equal(refreshed.body.error, "temporarily_unavailable");
+        const call = await callTool(server.url, before.body.access_token); // a revocation may have been evicted
+        assert.equal(call.status, 503, JSON.stringify(call.body));
+        assert.equal(call.body.result, undefined);
+        assert.equal(typeof call.body.error?.code, "number");
+
+        await admin.configSet("maxmemory-policy", "noeviction");
+        await logged(lines, /no longer evicts keys/);
+        const after = await signIn(server.url);
+        assert.equal(after.status, 200, JSON.stringify(after.body));
+        assert.equal((await callTool(server.url, before.body.access_token)).status, 200, "earlier tokens work again");
+        assert.equal(lines.filter((line) => /may evict/.test(line)).length, 1, "one line when refusing starts");
+      } finally {
+        admin.destroy();
+        await server.close();
+        await redisStore.close();
+        await configure({ maxmemory: "2mb", "maxmemory-policy": "allkeys-lru" });
+      }
+    });
+
+    test("a write Redis refuses makes the store re-check at once: 503 under allkeys-lru, room or not", async () => {
+      await configure({ maxmemory: "2mb", "maxmemory-policy": "noeviction" });
+      const lines: string[] = [];
+      // A periodic check an hour away: only the refused write can make the store look again.
+      const redisStore = await createRedisStore(redis.url, {
+        log: (line) => lines.push(line),
+        evictionCheckIntervalMs: 3_600_000,
+      });
+      const server = await startServer({ port: 0, host: "127.0.0.1", store: redisStore.store, log: () => {} });
+      const admin = await redis.admin();
+      try {
+        assert.equal((await signIn(server.url)).status, 200);
+
+        // Evicting, and unable to free enough: Redis refuses the code exchange's write (OOM).
+        await admin.configSet("maxmemory-policy", "allkeys-lru");
+        await admin.configSet("maxmemory", "1");
+        const refused = await signIn(server.url);
+        assert.equal(refused.status, 503, JSON.stringify(refused.body));
+        assert.equal(refused.body.error, "temporarily_unavailable");
+
+        // Room again, policy still evicting: Redis would accept the writes, the store does not.
+        await admin.configSet("maxmemory", "2mb");
+        const still = await signIn(server.url);
+        assert.equal(still.status, 503, JSON.stringify(still.body));
+        assert.equal(still.body.error, "temporarily_unavailable");
+        assert.equal(still.body.access_token, undefined);
+        assert.ok(
+          lines.some((line) => /may evict keys/.test(line)),
+          `the refusal is logged: ${JSON.stringify(lines)}`,
+        );
+      } finally {
+        admin.destroy();
+        await server.close();
+        await redisStore.close();
+        await configure({ maxmemory: "2mb", "maxmemory-policy": "allkeys-lru" });
+      }
+    });
+
+    test("a sign-in for /ttl/86400/mcp leaves a session key that lasts at most the refresh lifetime", async () => {
+      await configure({ maxmemory: "2mb", "maxmemory-policy": "noeviction" });
+      const prefix = `ttl-${randomBytes(4).toString("hex")}:`;
+      const redisStore = await createRedisStore(redis.url, { prefix, log: () => {} });
+      const refreshTtl = 300;
+      const server = await startServer({
+        port: 0,
+        host: "127.0.0.1",
+        store: redisStore.store,
+        refreshTokenTtlSeconds: refreshTtl,
+        log: () => {},
+      });
+      const admin = await redis.admin();
+      try {
+        const signedIn = await signIn(server.url, `${server.url}/ttl/86400/mcp`);
+        assert.equal(signedIn.status, 200, JSON.stringify(signedIn.body));
+        const sessions = await admin.keys(`${prefix}session:*`);
+        assert.equal(sessions.length, 1, `one session key: ${JSON.stringify(sessions)}`);
+        const ttl = await admin.ttl(sessions[0]);
+        assert.ok(ttl > 0 && ttl <= refreshTtl, `session key TTL ${ttl} s, refresh lifetime ${refreshTtl} s`);
+      } finally {
+        admin.destroy();
+        await server.close();
+        await redisStore.close();
+        await configure({ maxmemory: "2mb", "maxmemory-policy": "allkeys-lru" });
+      }
+    });
   });
+}
+
+/** Resolves once `lines` holds a line matching `pattern`; fails after 10 s (a bound on waiting, not a speed target). */
+async function logged(lines: string[], pattern: RegExp): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!lines.some((line) => pattern.test(line))) {
+    if (Date.now() > deadline) assert.fail(`no log line matching ${pattern}: ${JSON.stringify(lines)}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 // ─── Over HTTP: one OAuth client, by hand ─────────────────────────────────────────────────────────
@@ -407,7 +533,7 @@ async function answerOf(response: Response): Promise<Answer> {
  * A PKCE pair, the consent page at `base` and its Approve; returns the code from the redirect. The form
  * posts to the public URL, so the approval may land on either instance: both know the consent token.
  */
-async function authorize(base: string): Promise<{ code: string; verifier: string }> {
+async function authorize(base: string, resource?: string): Promise<{ code: string; verifier: string }> {
   const verifier = randomBytes(32).toString("base64url");
   const challenge = createHash("sha256").update(verifier).digest("base64url");
   const query = new URLSearchParams({
@@ -417,6 +543,7 @@ async function authorize(base: string): Promise<{ code: string; verifier: string
     code_challenge: challenge,
     code_challenge_method: "S256",
     state: "s",
+    ...(resource && { resource }),
   });
   const page = await fetch(`${base}/authorize?${query}`, { redirect: "manual" });
   const html = await page.text();
@@ -443,8 +570,20 @@ function postForm(base: string, fields: Record<string, string>): Promise<Answer>
   }).then(answerOf);
 }
 
-const redeemCode = (base: string, code: string, verifier: string) =>
-  postForm(base, { grant_type: "authorization_code", code, code_verifier: verifier, client_id: CLIENT_ID });
+const redeemCode = (base: string, code: string, verifier: string, resource?: string) =>
+  postForm(base, {
+    grant_type: "authorization_code",
+    code,
+    code_verifier: verifier,
+    client_id: CLIENT_ID,
+    ...(resource && { resource }),
+  });
+
+/** A whole sign-in (consent, then code exchange) for `resource`; the answer of the exchange. */
+async function signIn(base: string, resource?: string): Promise<Answer> {
+  const { code, verifier } = await authorize(base, resource);
+  return redeemCode(base, code, verifier, resource);
+}
 
 const refresh = (base: string, refreshToken: string) =>
   postForm(base, { grant_type: "refresh_token", refresh_token: refreshToken, client_id: CLIENT_ID });
