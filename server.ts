@@ -3,21 +3,33 @@
  * `WWW-Authenticate`, which sends the MCP host through discovery (RFC 9728, RFC 8414) and an OAuth 2.1
  * authorization-code + PKCE flow against the minimal mock authorization server below, in the same process.
  *
- * Read top to bottom, in the order a request flows:
- *   config → token kinds & the single-use memory → /authorize → /token → /register → discovery metadata
- *   → /mcp (tools, the MCP App, URL elicitation) → routing, CORS, body limits → start.
+ * Reading map, top to bottom, in the order a request flows:
+ *   config → events → token kinds → the single-use memory → /authorize and the consent page → /token →
+ *   /register → discovery metadata → /mcp (the lazy-auth gate, then the tools) → routing, CORS, limits → start.
+ * Then parts a reader may skip, each self-contained: the console trace, Client ID Metadata Documents (the
+ * fetch fence), the 2026-07-28 transport checks, the MCP App, URL elicitation, and the shared helpers.
+ *
+ * Lifting PKCE and the single-use code into a tutorial: the /token section from `s256` to `exchangeCode`
+ * is one run of functions; it needs `sign`/`verify` (token kinds) and a `SingleUseStore`, plus jose.
  *
  * Demo only: there is one fixed user, consent is one click on a form, and every token is an HS256 JWT
  * under one shared secret. A real authorization server signs the user in and signs with an asymmetric key.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import {
+  createServer,
+  type IncomingMessage,
+  request as httpRequest,
+  type Server,
+  type ServerResponse,
+} from "node:http";
+import { request as httpsRequest } from "node:https";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { lookup } from "node:dns/promises";
+import { Resolver } from "node:dns/promises";
 import { isIP } from "node:net";
 import process from "node:process";
-import { clearTimeout, setTimeout } from "node:timers"; // node:timers so `.unref()` exists under Deno too
+import { clearTimeout, setImmediate, setTimeout } from "node:timers"; // node:timers: `.unref()` exists under Deno too
 import { fileURLToPath } from "node:url";
-import { type JWTPayload, jwtVerify, SignJWT } from "jose";
+import { decodeJwt, type JWTPayload, jwtVerify, SignJWT } from "jose";
 
 // ─── Config ──────────────────────────────
 
@@ -32,12 +44,21 @@ export interface ServerOptions {
   reactiveAuthOnly?: boolean; // REACTIVE_AUTH_ONLY=1: auth is discoverable only through a 401
   store?: SingleUseStore; // where spent IDs, sessions and revocations live; default in memory
   storeMaxEntries?: number; // STORE_MAX_ENTRIES: the in-memory store's cap, default 100,000
-  log?: (line: string) => void; // OAuth events (and the request trace); default stdout
+  onEvent?: (event: LazyAuthEvent) => void; // everything that happens, as data (see Events)
+  log?: (line: string) => void; // where the console trace writes; default stdout
   logRequests?: boolean; // one trace line per request; on at the command line unless LOG_REQUESTS=0
   elicitationWaitSeconds?: number; // how long elicit_url waits for an answer, then for the visit; default 60
+  headersTimeoutMs?: number; // a client must send its headers within this; default 10 s
+  requestTimeoutMs?: number; // ...and its whole request; default 10 s
+  shutdownGraceMs?: number; // close() lets requests in flight finish this long; default 8 s
+  metadataTimeoutMs?: number; // one deadline over a client metadata document's whole load; default 3 s
+  /** Test stand-in for the DNS lookup a metadata document's host needs; default the system's resolver. */
+  resolveHost?: (hostname: string, signal: AbortSignal) => Promise<string[]>;
 }
 
 class ConfigError extends Error {}
+
+type Config = ReturnType<typeof readConfig>;
 
 /** Options win over the environment; a bad value stops startup with one clear line. */
 function readConfig(options: ServerOptions) {
@@ -48,18 +69,25 @@ function readConfig(options: ServerOptions) {
     throw new ConfigError("JWT_SECRET must be at least 32 bytes (try: openssl rand -hex 32)");
   }
   const publicUrl = options.publicUrl ?? env.PUBLIC_URL;
+  const host = options.host ?? env.HOST ?? "127.0.0.1"; // loopback: nobody else on the network can reach the demo
   return {
     port: options.port ?? numberFrom("PORT", env.PORT, 3097, 0, 65535),
-    host: options.host ?? env.HOST ?? "127.0.0.1", // loopback: nobody else on the network can reach the demo
+    host,
     publicUrl: publicUrl === undefined ? undefined : parsePublicUrl(publicUrl),
+    // Only a server nobody else can reach may fetch loopback URLs for a client: otherwise that is SSRF.
+    loopbackOnly: publicUrl === undefined && isLoopbackHost(host),
     basePath: options.basePath?.replace(/\/$/, ""),
     secret,
     accessTtl: options.accessTokenTtlSeconds ?? ttl("ACCESS_TOKEN_TTL_SECONDS", 30),
     refreshTtl: options.refreshTokenTtlSeconds ?? ttl("REFRESH_TOKEN_TTL_SECONDS", 300),
     reactive: options.reactiveAuthOnly ?? env.REACTIVE_AUTH_ONLY === "1",
     storeMaxEntries: options.storeMaxEntries ?? numberFrom("STORE_MAX_ENTRIES", env.STORE_MAX_ENTRIES, 100_000, 1, 1e8),
-    logRequests: options.logRequests ?? false, // quiet when imported (tests, benchmarks); see the entry point
+    logRequests: options.logRequests ?? false, // quiet when imported (tests, benchmarks); on at the command line
     elicitationWaitMs: (options.elicitationWaitSeconds ?? 60) * 1000,
+    headersTimeoutMs: options.headersTimeoutMs ?? 10_000,
+    requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
+    shutdownGraceMs: options.shutdownGraceMs ?? 8_000, // inside the 10 s a container runtime gives after SIGTERM
+    metadataTimeoutMs: options.metadataTimeoutMs ?? 3_000,
   };
 }
 
@@ -81,8 +109,54 @@ function parsePublicUrl(raw: string): { base: string; host: string; path: string
     );
   }
   const path = url.pathname.replace(/\/$/, ""); // the mount path, when the server sits under one
-  return { base: `${url.origin}${path}`, host: url.host, path };
+  return { base: `${url.origin}${path}`, host: url.host.toLowerCase(), path };
 }
+
+// ─── Events ──────────────────────────────
+// Everything that happens is one typed event. The console trace (further down) is one reader of the
+// stream; `onEvent` hands it to another (a test, the live flow page). No event carries a token, a code,
+// a consent token, a secret or a whole client_id: a client is its name and a short label.
+
+/** A client as a person can compare it: its name, and its metadata document's host and path or a fingerprint. */
+export type ClientLabel = { name: string; id: string };
+
+type EventBody =
+  | {
+    type: "request";
+    method: string;
+    path: string;
+    status?: number;
+    bearer: boolean;
+    agent: string;
+    client?: ClientLabel;
+  }
+  | { type: "challenge"; path: string; tool: string; tokenSent: boolean }
+  | { type: "client_registered"; client: ClientLabel }
+  | { type: "consent_shown"; client: ClientLabel; resource: string }
+  | { type: "consent_approved" | "consent_denied"; client: ClientLabel }
+  | { type: "consent_refused"; reason: string }
+  | {
+    type: "code_exchanged" | "code_replayed" | "tokens_refreshed" | "refresh_reused";
+    client: ClientLabel;
+    session: string;
+  }
+  | { type: "session_revoked"; session: string; reason: string }
+  | { type: "oauth_error"; path: string; status: number; error: string; description: string }
+  | { type: "rpc_error"; path: string; status: number; code: number; message: string }
+  | { type: "host_refused"; host: string }
+  | { type: "metadata_document_refused"; url: string; reason: string }
+  | { type: "store_unavailable"; detail: string }
+  | { type: "elicitation_visited"; tool: string }
+  | { type: "server_error"; method: string; path: string; detail: string }
+  | { type: "notice"; message: string };
+
+/** One event: what happened, and when (epoch milliseconds). `status` is absent when the client left first. */
+export type LazyAuthEvent = EventBody & { at: number };
+
+type Emit = (event: EventBody) => void;
+
+/** Sessions appear in events by a short prefix: enough to follow one, and not an identifier to act on. */
+const sessionLabel = (sid: string) => sid.slice(0, 8);
 
 // ─── Token kinds ─────────────────────────
 // Every token is a JWT under one key, so each kind gets its own `typ` header and is verified against
@@ -94,13 +168,12 @@ const TOKEN_TYPE = {
   code: "code+jwt", // the authorization request itself, signed: no server storage between steps
   consent: "consent+jwt", // the checked authorization request, waiting on the consent page for a click
   client: "client+jwt", // a dynamically registered client, signed (stateless DCR, see /register)
-  elicitation: "elicitation+jwt", // a URL elicitation: the callback id, 2025 elicitationId and 2026 requestState
+  elicitation: "elicitation+jwt", // a URL elicitation: the page's id, 2025 elicitationId and 2026 requestState
 } as const;
 type TokenKind = keyof typeof TOKEN_TYPE;
 
 const CODE_TTL_SECONDS = 300;
 const CONSENT_TTL_SECONDS = 600; // time for a person to read the page and click
-const ELICITATION_TTL_SECONDS = 600;
 const SCOPE = "mcp";
 const USER = "demo-user"; // demo only: a real server signs a real user in before consent
 
@@ -109,22 +182,66 @@ const nowSeconds = () => Math.floor(Date.now() / 1000);
 const secondsFromNow = (seconds: number) => Math.ceil(Date.now() / 1000) + seconds;
 const randomId = () => randomBytes(16).toString("base64url");
 
-// ─── The single-use memory ───────────────
+/** What every endpoint needs, built once by createHandler and handed down: no closure holds the server. */
+interface Context {
+  config: Config;
+  key: CryptoKey; // imported once: raw bytes would make jose import them again on every sign and verify
+  store: SingleUseStore;
+  emit: Emit;
+  /** Set when the store forgets on restart: see `sign`. */
+  memoryEpoch: string | undefined;
+  documents: DocumentLoads; // Client ID Metadata Documents: the cache and the loads in flight
+  elicitations: Map<string, (answer: Record<string, unknown>) => void>; // 2025 elicit_url streams, waiting
+  requestEvents: boolean; // whether anyone listens for request events (the trace, or onEvent)
+}
 
-/** The state every instance must share. Keys are token IDs this server signed, so none outlives its token. */
+/** One HTTP request as a handler sees it: routing has found the base URL and read the body. */
+interface HttpCall {
+  req: IncomingMessage;
+  res: ServerResponse;
+  base: string; // the base URL links, issuers and audiences are built from
+  path: string; // inside the mount: "/token", "/ttl/600/mcp", …
+  query: URLSearchParams;
+  body: string; // "" for a GET
+  client?: ClientLabel; // set once a handler knows the client: the request event names it
+}
+
+/** Signs a token of one kind. Kinds that lean on the single-use memory also carry the memory's epoch. */
+function sign(ctx: Context, kind: TokenKind, issuer: string, claims: JWTPayload, ttlSeconds?: number) {
+  // A memory that forgets on restart cannot vouch for tokens issued before it: a code spent before the
+  // restart would be spendable again. So those tokens name this memory (`mem`) and count only here.
+  // Registered clients are the exception: they hold no single-use state. A durable store (Redis) needs none.
+  const epoch = ctx.memoryEpoch && kind !== "client" ? { mem: ctx.memoryEpoch } : {};
+  const jwt = new SignJWT({ ...claims, ...epoch }).setProtectedHeader({ alg: "HS256", typ: TOKEN_TYPE[kind] })
+    .setIssuer(issuer).setIssuedAt();
+  return (ttlSeconds === undefined ? jwt : jwt.setExpirationTime(secondsFromNow(ttlSeconds))).sign(ctx.key);
+}
+
+/** Signature, `typ`, issuer, expiry, (when given) audience, and memory epoch — or undefined, never a throw. */
+async function verify(ctx: Context, kind: TokenKind, token: string, issuer: string | undefined, audience?: string) {
+  const checks = { algorithms: ["HS256"], typ: TOKEN_TYPE[kind], issuer, audience };
+  const payload = await jwtVerify(token, ctx.key, checks).then((verified) => verified.payload, () => undefined);
+  if (payload && ctx.memoryEpoch && kind !== "client" && payload.mem !== ctx.memoryEpoch) return undefined;
+  return payload;
+}
+
+// ─── The single-use memory ───────────────
+// Codes are spent once, refresh tokens rotate, revoked sessions stay revoked: that is state, and every
+// instance must share it. Keys are IDs of tokens this server signed, so no record outlives its token.
+
 export interface SingleUseStore {
   /** True when it remembers across restarts (Redis). A store that forgets makes older tokens invalid. */
   readonly durable: boolean;
   /** Records `id` as spent until `expiresAt` (epoch seconds); resolves true for the first caller only. */
   spendOnce(id: string, expiresAt: number): Promise<boolean>;
-  /** Records `refreshJti` as session `sid`'s one current refresh token, until the session ends. */
+  /** Records `refreshJti` as session `sid`'s one current refresh token, until `expiresAt`. */
   startSession(sid: string, refreshJti: string, expiresAt: number): Promise<void>;
   /** Atomically moves session `sid` from `usedJti` to `nextJti`; false, changing nothing, if `usedJti` is stale. */
   rotateRefresh(sid: string, usedJti: string, nextJti: string): Promise<boolean>;
   /** Marks session `sid` revoked until `expiresAt`. Never refused: refusing would leave a leaked session alive. */
   revokeSession(sid: string, expiresAt: number): Promise<void>;
   isRevoked(sid: string): Promise<boolean>;
-  /** Raises flag `key` until `expiresAt` (a visited elicitation callback). */
+  /** Raises flag `key` until `expiresAt`: URL elicitation records a visited page this way. */
   raiseFlag(key: string, expiresAt: number): Promise<void>;
   /** Lowers flag `key`; resolves true only for the caller that found it raised. */
   takeFlag(key: string): Promise<boolean>;
@@ -138,8 +255,8 @@ type Entry<T> = { value: T; timer: ReturnType<typeof setTimeout> };
 /**
  * The default store: Maps whose entries each carry an unref'd timer that deletes them at their token's own
  * expiry. A refresh rotation updates its session's entry in place, so entries are: codes redeemed in the
- * last five minutes, live sessions, revocations and open elicitations. `maxEntries` caps them: past it the
- * store refuses new entries (503) instead of growing without bound.
+ * last five minutes, live sessions, revocations and visited elicitation pages. `maxEntries` caps them: past
+ * it the store refuses new entries (503) instead of growing without bound.
  */
 export class MemoryStore implements SingleUseStore {
   readonly durable = false;
@@ -170,7 +287,7 @@ export class MemoryStore implements SingleUseStore {
     return Promise.resolve(true);
   }
   revokeSession(sid: string, expiresAt: number): Promise<void> {
-    remember(this.#revoked, sid, true, expiresAt); // past the cap too: see the interface
+    setWithExpiry(this.#revoked, sid, true, expiresAt); // past the cap too: a leaked session must end
     return Promise.resolve();
   }
   isRevoked(sid: string): Promise<boolean> {
@@ -180,19 +297,18 @@ export class MemoryStore implements SingleUseStore {
     return this.#add(this.#flags, key, true, expiresAt);
   }
   takeFlag(key: string): Promise<boolean> {
-    const flag = this.#flags.get(key);
-    if (flag) clearTimeout(flag.timer);
+    clearTimeout(this.#flags.get(key)?.timer);
     return Promise.resolve(this.#flags.delete(key));
   }
 
   #add<T>(map: Map<string, Entry<T>>, key: string, value: T, expiresAt: number): Promise<void> {
     if (this.size >= this.#maxEntries) return Promise.reject(new StoreUnavailable("the single-use memory is full"));
-    remember(map, key, value, expiresAt);
+    setWithExpiry(map, key, value, expiresAt);
     return Promise.resolve();
   }
 }
 
-function remember<T>(map: Map<string, Entry<T>>, key: string, value: T, expiresAt: number) {
+function setWithExpiry<T>(map: Map<string, Entry<T>>, key: string, value: T, expiresAt: number) {
   clearTimeout(map.get(key)?.timer);
   // Timers, not a sweep: each entry leaves exactly when its token could no longer be presented anyway.
   const timer = setTimeout(() => map.delete(key), Math.max(0, expiresAt * 1000 - Date.now()));
@@ -218,1161 +334,878 @@ function failClosed(store: SingleUseStore): SingleUseStore {
   };
 }
 
-// ─── The handler ─────────────────────────
+/** Ends a session: every token carrying `sid` stops working (checked on each use) until `until`. */
+async function revokeSession(ctx: Context, sid: string, until: number, reason: string) {
+  await ctx.store.revokeSession(sid, until);
+  ctx.emit({ type: "session_revoked", session: sessionLabel(sid), reason });
+}
 
-/** A node:http request listener; mount it in Express (`app.use("/lazy-auth", handler)`) or any server. */
-export type LazyAuthHandler = (req: IncomingMessage, res: ServerResponse) => void;
+// ─── /authorize and the consent page ─────
+// A page for a person, not an API: it carries no CORS headers, so a page on another origin can read
+// neither the consent page nor the redirect that follows. Until client and redirect_uri are trusted, every
+// error is a 400 shown here, never a redirect (RFC 6749 §4.1.2.1): an unchecked redirect is an open one.
 
-/** Builds everything the server answers. Options override the environment. */
-export async function createHandler(options: ServerOptions = {}): Promise<LazyAuthHandler> {
-  const config = readConfig(options);
-  const write = options.log ?? ((line: string) => void process.stdout.write(`${line}\n`));
-  // Every log line is escaped here, once: a client-chosen value with a newline cannot forge a line.
-  const log = (line: string) => write(escapeControl(line));
-  const store = failClosed(options.store ?? new MemoryStore({ maxEntries: config.storeMaxEntries }));
-  if (config.secret === undefined) log("JWT_SECRET is not set: signing with a random secret for this process only");
-  // Import the key once: handing jose raw bytes would import them again on every sign and verify.
-  const keyBytes = config.secret === undefined ? randomBytes(32) : new TextEncoder().encode(config.secret);
-  const key = await crypto.subtle.importKey("raw", keyBytes, { name: "HMAC", hash: "SHA-256" }, false, [
-    "sign",
-    "verify",
-  ]);
-  // A memory that forgets on restart cannot vouch for tokens issued before it: codes, refresh and access
-  // tokens carry this process's id and count only here. A durable store (Redis) vouches across restarts.
-  const memoryId = store.durable ? undefined : randomId();
-  const remembered = new Set<TokenKind>(["code", "refresh", "access"]);
-  const clientMetadata = clientMetadataDocuments();
+/** The authorization server's identifier (RFC 8414 §2); in reactive mode on a sub-path of its own. */
+const issuerOf = (ctx: Context, base: string) => (ctx.config.reactive ? `${base}/oauth` : base);
 
-  /**
-   * The base URL for links, `iss` and audiences: PUBLIC_URL, else a loopback Host; undefined means refuse.
-   * DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 reaches this server with
-   * `Host: evil.example`, so only names that are ours are served (MCP Streamable HTTP: servers must validate).
-   */
-  function baseUrl(req: IncomingMessage): string | undefined {
-    const host = (req.headers.host ?? "").toLowerCase();
-    const publicUrl = config.publicUrl;
-    if (publicUrl) {
-      return host === publicUrl.host.toLowerCase() || isLoopbackHostHeader(host) ? publicUrl.base : undefined;
-    }
-    return isLoopbackHostHeader(host) ? `http://${host}${mountPath(req)}` : undefined;
-  }
-  const mountPath = (req: IncomingMessage & { baseUrl?: string }) =>
-    config.basePath ?? (req.baseUrl || config.publicUrl?.path || "");
+type Client = { name: string; redirectUris: string[]; label: ClientLabel };
+/** An OAuth error as data (RFC 6749 §5.2): checks return one, and the handler answers it with oauthError. */
+type OAuthFailure = { error: string; description: string };
+type AuthorizationRequest = {
+  client_id: string;
+  client_name: string;
+  redirect_uri: string;
+  scope: string;
+  resource: string;
+  code_challenge: string;
+  state?: string;
+};
 
-  /** The authorization server's identifier (RFC 8414 §2); in reactive mode on a sub-path of its own. */
-  const issuerOf = (base: string) => (config.reactive ? `${base}/oauth` : base);
+/** GET: check the whole authorization request, then show the consent page. Nothing here approves. */
+async function authorize(ctx: Context, call: HttpCall) {
+  const checked = await checkAuthorizationRequest(ctx, call);
+  if ("error" in checked) return oauthError(ctx, call, 400, checked.error, checked.description);
+  const { request, client } = checked;
+  // The checked request waits on the page, signed, for the person's click: the POST trusts nothing else.
+  // Its jti becomes the code's, so one consent yields at most one usable code (see /token).
+  const claims = { ...request, jti: randomId() };
+  const consent = await sign(ctx, "consent", issuerOf(ctx, call.base), claims, CONSENT_TTL_SECONDS);
+  ctx.emit({ type: "consent_shown", client: client.label, resource: request.resource });
+  const page = consentPage(request, client.label, `${call.base}/authorize`, consent);
+  // No framing: a page that approves in one click must not sit invisibly under another site's button.
+  const noFraming = { "x-frame-options": "DENY", "content-security-policy": "frame-ancestors 'none'" };
+  send(call.res, 200, "text/html; charset=utf-8", page, { "cache-control": "no-store", ...noFraming });
+}
 
-  function sign(kind: TokenKind, issuer: string, claims: JWTPayload, ttlSeconds?: number): Promise<string> {
-    const memory = remembered.has(kind) && memoryId ? { mem: memoryId } : {};
-    const jwt = new SignJWT({ ...claims, ...memory }).setProtectedHeader({ alg: "HS256", typ: TOKEN_TYPE[kind] })
-      .setIssuer(issuer).setIssuedAt();
-    return (ttlSeconds === undefined ? jwt : jwt.setExpirationTime(secondsFromNow(ttlSeconds))).sign(key);
-  }
+async function checkAuthorizationRequest(
+  ctx: Context,
+  call: HttpCall,
+): Promise<{ request: AuthorizationRequest; client: Client } | OAuthFailure> {
+  const param = (name: string) => call.query.get(name) ?? undefined;
+  const repeated = repeatedName(call.query);
+  if (repeated) return { error: "invalid_request", description: `${quoteInput(repeated)} is repeated` };
+  const clientId = param("client_id");
+  if (!clientId) return { error: "invalid_request", description: "client_id is required" };
+  const client = await identifyClient(ctx, clientId);
+  if ("error" in client) return client;
+  call.client = client.label;
 
-  /** Signature, `typ`, issuer, expiry and (when given) audience — or undefined; never a throw for the caller. */
-  async function verify(kind: TokenKind, token: string, issuer: string | undefined, audience?: string) {
-    const checks = { algorithms: ["HS256"], typ: TOKEN_TYPE[kind], issuer, audience };
-    const payload = await jwtVerify(token, key, checks).then((verified) => verified.payload, () => undefined);
-    if (payload && remembered.has(kind) && memoryId && payload.mem !== memoryId) return undefined; // see memoryId
-    return payload;
-  }
-
-  /** Ends a session: every token carrying `sid` stops working (checked on each use) until `until`. */
-  async function revokeSession(sid: string, until: number, reason: string) {
-    await store.revokeSession(sid, until);
-    log(`[oauth] session ${sid} revoked: ${reason}`);
-  }
-
-  function oauthError(res: ServerResponse, status: number, error: string, description: string) {
-    log(`[oauth] rejected ${error}: ${description}`);
-    sendJson(res, status, { error, error_description: description });
+  // redirect_uri: required, https or loopback http, no fragment (OAuth 2.1 §2.3.1, RFC 8252 §7.3), and
+  // one the client registered or listed in its metadata document (RFC 9700 §4.1.3: exact matching).
+  const redirectUri = param("redirect_uri") ?? "";
+  const problem = redirectUriProblem(redirectUri);
+  if (problem) return { error: "invalid_request", description: problem };
+  if (!client.redirectUris.some((listed) => redirectUriMatches(listed, redirectUri))) {
+    return { error: "invalid_request", description: "redirect_uri is not one this client registered" };
   }
 
-  /**
-   * RFC 8707 §2: `resource` names what a token is for. This server has one MCP resource per token lifetime:
-   * `<base>/mcp` and `<base>/ttl/<seconds>/mcp`. Returns the access-token lifetime for it, or undefined.
-   */
-  function resourceTtl(resource: string, base: string): number | undefined {
-    if (!resource.startsWith(`${base}/`)) return undefined;
-    return mcpPathTtl(resource.slice(base.length));
-  }
-  function mcpPathTtl(path: string): number | undefined {
-    if (path === "/mcp") return config.accessTtl;
-    const seconds = Number(/^\/ttl\/([1-9]\d{0,4})\/mcp$/.exec(path)?.[1]);
-    return seconds <= 86400 ? seconds : undefined; // NaN (no match) is not <= anything
-  }
-  /** A session lasts the refresh lifetime; for a /ttl/ resource, at least as long as one access token. */
-  const sessionSeconds = (resource: string, base: string) =>
-    resource === `${base}/mcp` ? config.refreshTtl : Math.max(config.refreshTtl, resourceTtl(resource, base) ?? 0);
-
-  // ─── /authorize ──────────────────────
-  // A page for a person, not an API: it carries no CORS headers, so a page on another origin can neither
-  // read the consent page nor the redirect that follows. Until client and redirect_uri are trusted, every
-  // error is a 400 shown here, never a redirect (RFC 6749 §4.1.2.1): an unchecked redirect is an open one.
-
-  /** GET: check the whole authorization request, then show the consent page. Nothing here approves. */
-  async function authorize(res: ServerResponse, base: string, query: URLSearchParams) {
-    const param = (name: string) => query.get(name) ?? undefined;
-    const repeated = repeatedName(query);
-    if (repeated) return oauthError(res, 400, "invalid_request", `${quote(repeated)} is repeated`);
-    const clientId = param("client_id");
-    if (!clientId) return oauthError(res, 400, "invalid_request", "client_id is required");
-    const client = await identifyClient(clientId);
-    if (typeof client === "string") return oauthError(res, 400, "invalid_client", client);
-
-    // redirect_uri: required, https or loopback http, no fragment (OAuth 2.1 §2.3.1, RFC 8252 §7.3), and
-    // one the client registered or listed in its metadata document (RFC 9700 §4.1.3: exact matching).
-    const redirectUri = param("redirect_uri") ?? "";
-    const problem = redirectUriProblem(redirectUri);
-    if (problem) return oauthError(res, 400, "invalid_request", problem);
-    if (!client.redirectUris.some((listed) => redirectUriMatches(listed, redirectUri))) {
-      return oauthError(res, 400, "invalid_request", "redirect_uri is not one this client registered");
-    }
-
-    // Only the authorization-code flow exists here (OAuth 2.1 §4.1.1: the implicit flow is gone).
-    if (param("response_type") !== "code") {
-      return oauthError(res, 400, "unsupported_response_type", "response_type must be code");
-    }
-
-    // PKCE is mandatory, S256 only (OAuth 2.1 §4.1.1, RFC 7636 §4.2): a code issued without a challenge
-    // could be redeemed by whoever intercepts it; `plain` would hand the verifier to that same person.
-    const challenge = param("code_challenge");
-    if (param("code_challenge_method") !== "S256") {
-      return oauthError(res, 400, "invalid_request", "code_challenge_method must be S256 (PKCE is required)");
-    }
-    if (!challenge || !/^[A-Za-z0-9_-]{43}$/.test(challenge)) {
-      return oauthError(res, 400, "invalid_request", "code_challenge must be 43 base64url characters");
-    }
-
-    // RFC 8707 §2: the resource the token will be for; unnamed, it is the default MCP endpoint.
-    const resource = param("resource") ?? `${base}/mcp`;
-    if (resourceTtl(resource, base) === undefined) {
-      return oauthError(res, 400, "invalid_target", `resource must be ${base}/mcp or ${base}/ttl/<1-86400>/mcp`);
-    }
-    const scope = param("scope") ?? SCOPE;
-    if (scope.split(" ").some((s) => s !== SCOPE)) {
-      return oauthError(res, 400, "invalid_scope", `the only scope is "${SCOPE}"`);
-    }
-
-    // The checked request waits on the page, signed, for the person's click: the POST trusts nothing else.
-    const request = { client_id: clientId, client_name: client.name, redirect_uri: redirectUri, scope, resource };
-    const state = param("state");
-    const checked = { ...request, code_challenge: challenge, ...(state !== undefined && { state }) };
-    const consent = await sign("consent", issuerOf(base), checked, CONSENT_TTL_SECONDS);
-    const page = consentPage({ ...request, action: `${base}/authorize`, consent });
-    // No framing: a page that approves in one click must not sit invisibly under another site's button.
-    const noFraming = { "x-frame-options": "DENY", "content-security-policy": "frame-ancestors 'none'" };
-    send(res, 200, "text/html; charset=utf-8", page, { "cache-control": "no-store", ...noFraming });
+  // Only the authorization-code flow exists here (OAuth 2.1 §4.1.1: the implicit flow is gone).
+  if (param("response_type") !== "code") {
+    return { error: "unsupported_response_type", description: "response_type must be code" };
   }
 
-  /**
-   * POST: the consent page's form. Approve or Deny → 303 back to the client (RFC 9700 §4.12: never 307,
-   * which would replay this form body to the client). Demo only: the fixed user approves with one click;
-   * a real server signs the user in first, and binds the consent to that browser session.
-   */
-  async function decide(req: IncomingMessage, res: ServerResponse, base: string, body: string) {
-    // Cross-site requests are refused: a page elsewhere could submit this form, though never read it.
-    // Browsers send Sec-Fetch-Site and Origin on a form POST; tools such as curl send neither.
-    const site = req.headers["sec-fetch-site"];
-    const origin = req.headers.origin;
-    if ((site !== undefined && site !== "same-origin") || (origin !== undefined && origin !== new URL(base).origin)) {
-      log(`[oauth] consent refused: a cross-site POST from ${quote(origin ?? site)}`);
-      return sendJson(res, 403, {
-        error: "invalid_request",
-        error_description: "consent comes from this server's page",
-      });
-    }
-    if (!/^application\/x-www-form-urlencoded\s*(;|$)/i.test(req.headers["content-type"] ?? "")) {
-      return oauthError(res, 400, "invalid_request", "the consent form is application/x-www-form-urlencoded");
-    }
-    const form = new URLSearchParams(body);
-    const repeated = repeatedName(form);
-    if (repeated) return oauthError(res, 400, "invalid_request", `${quote(repeated)} is repeated`);
-    const checked = await verify("consent", form.get("consent") ?? "", issuerOf(base));
-    if (!checked) return oauthError(res, 400, "invalid_request", "the consent is invalid or expired: start again");
-    const decision = form.get("decision");
-    if (decision !== "approve" && decision !== "deny") {
-      return oauthError(res, 400, "invalid_request", "decision must be approve or deny");
-    }
-    const { client_id: clientId, client_name: name, redirect_uri: redirectUri, state } = checked;
-    // RFC 9207: `iss` tells the client which server answered, against mix-up attacks.
-    const back = (extra: Record<string, string>) => {
-      const target = new URL(String(redirectUri));
-      const answer = { ...extra, ...(typeof state === "string" && { state }), iss: issuerOf(base) };
-      for (const [param, value] of Object.entries(answer)) target.searchParams.set(param, value);
-      return { location: target.href };
-    };
-    if (decision === "deny") {
-      log(`[oauth] consent denied to ${quote(name)}`);
-      return void res.writeHead(303, back({ error: "access_denied", error_description: "The user denied access" }))
-        .end();
-    }
-    // The code is the checked request itself, signed, with its own jti (single use, see /token).
-    const { code_challenge, scope, resource } = checked;
-    const request = { client_id: clientId, redirect_uri: redirectUri, code_challenge, scope, resource };
-    const code = await sign("code", issuerOf(base), { ...request, jti: randomId() }, CODE_TTL_SECONDS);
-    log(`[oauth] code issued to ${quote(name ?? clientId)}`);
-    res.writeHead(303, back({ code })).end();
+  // PKCE is mandatory, S256 only (OAuth 2.1 §4.1.1, RFC 7636 §4.2): a code issued without a challenge
+  // could be redeemed by whoever intercepts it; `plain` would hand the verifier to that same person.
+  const challenge = param("code_challenge");
+  if (param("code_challenge_method") !== "S256") {
+    return { error: "invalid_request", description: "code_challenge_method must be S256 (PKCE is required)" };
+  }
+  if (!challenge || !/^[A-Za-z0-9_-]{43}$/.test(challenge)) {
+    return { error: "invalid_request", description: "code_challenge must be 43 base64url characters" };
   }
 
-  /** A client is a signed DCR client_id (redirect URIs inside) or a metadata-document URL; else why not. */
-  async function identifyClient(clientId: string): Promise<{ name: string; redirectUris: string[] } | string> {
-    if (hasControlCharacters(clientId)) return "client_id must not contain control characters";
-    if (URL.canParse(clientId)) return await clientMetadata.load(clientId);
-    const registered = await verify("client", clientId, undefined); // any issuer: the key alone proves it is ours
-    const uris = registered?.redirect_uris;
-    if (!Array.isArray(uris)) {
-      return "client_id must be registered at /register or be a Client ID Metadata Document URL";
-    }
-    const name = typeof registered?.client_name === "string" ? registered.client_name : "registered client";
-    return { name, redirectUris: uris.filter((uri) => typeof uri === "string") };
+  // RFC 8707 §2: the resource the token will be for; unnamed, it is the default MCP endpoint.
+  const resource = param("resource") ?? `${call.base}/mcp`;
+  if (resourceTtl(ctx.config, resource, call.base) === undefined) {
+    const description = `resource must be ${call.base}/mcp or ${call.base}/ttl/<1-86400>/mcp`;
+    return { error: "invalid_target", description };
   }
+  const scope = param("scope") ?? SCOPE;
+  if (scope.split(" ").some((asked) => asked !== SCOPE)) {
+    return { error: "invalid_scope", description: `the only scope is "${SCOPE}"` };
+  }
+  const state = param("state");
+  const request = { client_id: clientId, client_name: client.name, redirect_uri: redirectUri, scope, resource };
+  return { request: { ...request, code_challenge: challenge, ...(state !== undefined && { state }) }, client };
+}
 
-  /** The consent page: a form whose buttons POST the signed request back, so it works without JavaScript. */
-  function consentPage(
-    view: Record<"client_id" | "client_name" | "redirect_uri" | "scope" | "resource" | "action" | "consent", string>,
-  ) {
-    const e = escapeHtml;
-    const client = view.client_name === view.client_id
-      ? e(view.client_id)
-      : `${e(view.client_name)} (${e(view.client_id)})`;
-    return `<!doctype html>
+/** A client is a signed DCR client_id (redirect URIs inside) or a metadata-document URL; else a failure. */
+async function identifyClient(ctx: Context, clientId: string): Promise<Client | OAuthFailure> {
+  // Shown on the page and written to the log: a line break or a bidi override could disguise it.
+  if (hasUnsafeCharacters(clientId)) {
+    return { error: "invalid_client", description: "client_id must be plain text (no control or bidi characters)" };
+  }
+  if (URL.canParse(clientId)) {
+    const client = await loadClientDocument(ctx, clientId); // see Client ID Metadata Documents
+    return client ?? { error: "invalid_client", description: "the client's metadata document could not be used" };
+  }
+  const registered = await verify(ctx, "client", clientId, undefined); // any issuer: the key alone proves it is ours
+  const uris = registered?.redirect_uris;
+  if (!Array.isArray(uris)) {
+    const description = "client_id must be registered at /register or be a Client ID Metadata Document URL";
+    return { error: "invalid_client", description };
+  }
+  const label = clientLabel(clientId);
+  return { name: label.name, redirectUris: uris.filter((uri) => typeof uri === "string"), label };
+}
+
+/**
+ * How a client appears on the consent page and in events. A metadata document's URL is its own short id;
+ * a registered client_id is a few hundred characters of JWT, so a person compares a fingerprint instead.
+ */
+function clientLabel(clientId: string, documentName?: string): ClientLabel {
+  if (URL.canParse(clientId)) {
+    const url = new URL(clientId);
+    const id = `${url.host}${url.pathname}`;
+    return { name: documentName ?? id, id };
+  }
+  const fingerprint = createHash("sha256").update(clientId).digest("base64url").slice(0, 8);
+  let name: unknown;
+  try {
+    name = decodeJwt(clientId).client_name; // only ever called on a client_id this server signed
+  } catch {
+    name = undefined;
+  }
+  return { name: typeof name === "string" ? name : "a registered client", id: `registered:${fingerprint}` };
+}
+
+/** The consent page: a form whose buttons POST the signed request back, so it works without JavaScript. */
+function consentPage(request: AuthorizationRequest, client: ClientLabel, action: string, consent: string) {
+  return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>Authorize access</title>
 <style>
 body { font: 16px system-ui, sans-serif; max-width: 34rem; margin: 3rem auto; padding: 0 1rem }
-dd { margin: 0 0 .8rem; word-break: break-all }
+dd { margin: 0 0 .8rem; overflow-wrap: anywhere }
+details { font-size: .85rem; color: #555 }
+.demo { background: #fff8e1; border: 1px solid #f0c36d; border-radius: .4rem; padding: .5rem .8rem }
 button { font: inherit; padding: .6rem 1.4rem; margin-right: .6rem; border-radius: .4rem; border: 1px solid #1a56db }
 #approve { background: #1a56db; color: #fff } #deny { background: #fff; color: #1a56db }
 </style></head>
 <body><h1>Authorize access?</h1>
-<p>An application asks to act as <strong>${USER}</strong> on this MCP server.</p>
-<dl><dt>Client</dt><dd>${client}</dd><dt>Scope</dt><dd>${e(view.scope)}</dd>
-<dt>Redirect</dt><dd>${e(view.redirect_uri)}</dd><dt>Resource</dt><dd>${e(view.resource)}</dd></dl>
-<form method="post" action="${e(view.action)}"><input type="hidden" name="consent" value="${e(view.consent)}">
+<p><strong>${escapeHtml(client.name)}</strong> asks to act as <strong>${USER}</strong> on this MCP server.</p>
+<p class="demo">This demo has no sign-in: you approve as ${USER}.</p>
+<form method="post" action="${escapeHtml(action)}"><input type="hidden" name="consent" value="${escapeHtml(consent)}">
 <button type="submit" name="decision" value="approve" id="approve">Approve</button>
 <button type="submit" name="decision" value="deny" id="deny">Deny</button></form>
+<dl><dt>Client</dt><dd>${escapeHtml(client.id)}
+<details><summary>Full client_id</summary>${escapeHtml(request.client_id)}</details></dd>
+<dt>Scope</dt><dd>${escapeHtml(request.scope)}</dd>
+<dt>Redirect</dt><dd>${escapeHtml(request.redirect_uri)}</dd>
+<dt>Resource</dt><dd>${escapeHtml(request.resource)}</dd></dl>
 </body></html>`;
-  }
+}
 
-  // ─── Client ID Metadata Documents ─────
-  // A client_id that is a URL names the client's own metadata document (MCP authorization, CIMD draft).
-  // It is fetched and checked, never trusted: its redirect_uris are what stands between a code and a
-  // phishing page. Fetching a URL a stranger chose is also a way into the server's network (SSRF), so
-  // the fetch is fenced: https (or loopback http, for local development), no redirects, a short timeout,
-  // a size cap, and never an address inside a private network other than loopback.
-
-  function clientMetadataDocuments() {
-    const cache = new Map<string, { client: { name: string; redirectUris: string[] }; until: number }>();
-
-    async function load(clientId: string): Promise<{ name: string; redirectUris: string[] } | string> {
-      const cached = cache.get(clientId);
-      if (cached && cached.until > Date.now()) return cached.client;
-      const url = new URL(clientId);
-      const local = url.protocol === "http:" && isLoopbackHost(url.hostname);
-      if (url.protocol !== "https:" && !local) return "a client_id URL must be https (or http on loopback)";
-      if (url.pathname === "/" || url.hash || url.username || url.password) {
-        return "a client_id URL must have a path and no fragment or credentials";
-      }
-      const refused = await fetchRefusal(url.hostname);
-      if (refused) return `the client's metadata document is not fetched: ${refused}`;
-      let response: Response;
-      try {
-        const signal = AbortSignal.timeout(METADATA_TIMEOUT_MS);
-        response = await fetch(url, { redirect: "manual", signal, headers: { accept: "application/json" } });
-      } catch (error) {
-        const timedOut = error instanceof Error && error.name === "TimeoutError";
-        return `the client's metadata document ${timedOut ? "did not answer in time" : "is unreachable"}`;
-      }
-      if (response.status >= 300 && response.status < 400) {
-        void response.body?.cancel();
-        return "the client's metadata document redirects; redirects are not followed";
-      }
-      if (response.status !== 200) {
-        void response.body?.cancel();
-        return `the client's metadata document answered HTTP ${response.status}`;
-      }
-      const text = await readCapped(response, METADATA_MAX_BYTES).catch(() => "");
-      if (text === undefined) return `the client's metadata document is over ${METADATA_MAX_BYTES} bytes`;
-      const checked = checkClientMetadata(parseJson(text), clientId);
-      if (typeof checked === "string") return `the client's metadata document ${checked}`;
-      const maxAge = Number(/(?:^|,)\s*max-age=(\d+)/i.exec(response.headers.get("cache-control") ?? "")?.[1] ?? 0);
-      if (maxAge > 0 && !/no-store|no-cache/i.test(response.headers.get("cache-control") ?? "")) {
-        if (cache.size >= METADATA_CACHE_SIZE) cache.delete(cache.keys().next().value ?? ""); // the oldest goes
-        cache.set(clientId, { client: checked, until: Date.now() + Math.min(maxAge, 3600) * 1000 });
-      }
-      return checked;
-    }
-
-    /** The document must name itself (client_id equal to its URL), list its redirect URIs, and be a public client. */
-    function checkClientMetadata(document: unknown, clientId: string) {
-      if (!isObject(document)) return "is not a JSON object";
-      if (document.client_id !== clientId) return "names another client_id";
-      const uris = document.redirect_uris;
-      if (!Array.isArray(uris) || uris.length === 0 || !uris.every((uri) => typeof uri === "string")) {
-        return "lists no redirect_uris";
-      }
-      const problem = uris.map(redirectUriProblem).find((found) => found !== undefined);
-      if (problem) return `has a bad redirect_uri: ${problem}`;
-      const name = document.client_name ?? clientId;
-      if (typeof name !== "string" || name.length > 200 || hasControlCharacters(name)) {
-        return "has a client_name that is not plain text of at most 200 characters";
-      }
-      const method = document.token_endpoint_auth_method;
-      if (method !== undefined && method !== "none") return "asks for a client authentication this server lacks";
-      return { name, redirectUris: uris };
-    }
-
-    return { load };
-  }
-
-  /** The redirect_uri rules /authorize, /register and metadata documents share: why a URI is bad, or undefined. */
-  function redirectUriProblem(uri: string): string | undefined {
-    if (!uri) return "redirect_uri is required";
-    if (!URL.canParse(uri)) return "redirect_uri must be an absolute URL";
-    const url = new URL(uri);
-    if (uri.includes("#")) return "redirect_uri must not contain a fragment"; // RFC 6749 §3.1.2
-    // Codes travel in the query: only TLS, or a loopback interface that never leaves the machine, keeps them private.
-    if (url.protocol === "https:" || (url.protocol === "http:" && isLoopbackHost(url.hostname))) return undefined;
-    return "redirect_uri must be https, or http on a loopback host";
-  }
-
-  /** Exact match, except a loopback URI allows any port (RFC 8252 §7.3: native apps pick one per run). */
-  function redirectUriMatches(listed: string, requested: string): boolean {
-    if (listed === requested) return true;
-    const a = new URL(listed);
-    const b = new URL(requested);
-    return a.protocol === "http:" && isLoopbackHost(a.hostname) &&
-      a.protocol === b.protocol && a.hostname === b.hostname && a.pathname === b.pathname && a.search === b.search;
-  }
-
-  // ─── /token ──────────────────────────
-  // Every answer carries Cache-Control: no-store (RFC 6749 §5.1, set in route() so that 405 and 413 have
-  // it too); every error is {error, error_description}.
-
-  function token(req: IncomingMessage, res: ServerResponse, base: string, body: string) {
-    const params = parseTokenRequest(req.headers["content-type"], body);
-    if (typeof params === "string") return oauthError(res, 400, "invalid_request", params);
-    const grantType = params.grant_type;
-    if (!grantType) return oauthError(res, 400, "invalid_request", "grant_type is required");
-    if (grantType === "authorization_code") return exchangeCode(res, base, params);
-    if (grantType === "refresh_token") return refresh(res, base, params);
-    return oauthError(res, 400, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token");
-  }
-
-  async function exchangeCode(res: ServerResponse, base: string, params: Record<string, string>) {
-    if (!params.code) return oauthError(res, 400, "invalid_request", "code is required");
-    if (!params.client_id) return oauthError(res, 400, "invalid_request", "client_id is required");
-    const code = await verify("code", params.code, issuerOf(base));
-    const resource = code?.resource;
-    if (!code?.jti || typeof code.exp !== "number" || typeof resource !== "string") {
-      return oauthError(res, 400, "invalid_grant", "code is invalid or expired");
-    }
-    const accessTtl = resourceTtl(resource, base) ?? config.accessTtl;
-
-    // Single use (RFC 6749 §4.1.2): the first redemption attempt spends the code, whatever its outcome.
-    // A second one means the code leaked, so the session the first one started is revoked too. The
-    // session id *is* the code's jti, reserved at this instant: a replay racing the first exchange
-    // still revokes the tokens that exchange is about to mint.
-    const sid = code.jti;
-    if (!(await store.spendOnce(code.jti, code.exp))) {
-      await revokeSession(sid, code.exp + sessionSeconds(resource, base), "authorization code replayed");
-      return oauthError(res, 400, "invalid_grant", "code was already used; its session is revoked");
-    }
-
-    // The code is bound to the client it was issued to (RFC 6749 §4.1.3).
-    if (params.client_id !== code.client_id) {
-      return oauthError(res, 400, "invalid_grant", "code was issued to another client");
-    }
-
-    // PKCE (RFC 7636 §4.1, §4.6): the verifier is 43–128 unreserved characters whose SHA-256 is the challenge.
-    const verifier = params.code_verifier ?? "";
-    if (!/^[A-Za-z0-9._~-]{43,128}$/.test(verifier)) {
-      return oauthError(res, 400, "invalid_grant", "code_verifier is required: 43-128 characters of [A-Za-z0-9-._~]");
-    }
-    if (typeof code.code_challenge !== "string" || !sameString(s256(verifier), code.code_challenge)) {
-      return oauthError(res, 400, "invalid_grant", "code_verifier does not match the code_challenge");
-    }
-
-    // redirect_uri, when sent, must be the one the code was issued for (RFC 6749 §4.1.3). OAuth 2.1
-    // clients may leave it out: PKCE already binds the code to whoever started the flow.
-    if (params.redirect_uri !== undefined && params.redirect_uri !== code.redirect_uri) {
-      return oauthError(res, 400, "invalid_grant", "redirect_uri does not match the authorization request");
-    }
-    // RFC 8707 §2.2: a resource named here must be the one the user consented to.
-    if (params.resource !== undefined && params.resource !== resource) {
-      return oauthError(res, 400, "invalid_target", `resource must be ${resource}, as authorized`);
-    }
-
-    const session = { sid, client_id: params.client_id, scope: SCOPE, resource };
-    log(`[oauth] code exchanged: session ${sid} started`);
-    // Absolute: rotation never extends it.
-    return issueTokens(res, base, session, accessTtl, secondsFromNow(sessionSeconds(resource, base)));
-  }
-
-  // Refresh tokens rotate on every use; a spent one presented again means it leaked, so the whole
-  // session goes (OAuth 2.1 §4.3.1, RFC 9700 §4.14.2). The store keeps one record per session — its
-  // current refresh token — so a long chain of rotations costs no more memory than one sign-in.
-  async function refresh(res: ServerResponse, base: string, params: Record<string, string>) {
-    if (!params.refresh_token) return oauthError(res, 400, "invalid_request", "refresh_token is required");
-    if (!params.client_id) return oauthError(res, 400, "invalid_request", "client_id is required");
-    const old = await verify("refresh", params.refresh_token, issuerOf(base));
-    const { jti, sid, exp, resource } = old ?? {};
-    if (!jti || typeof sid !== "string" || typeof exp !== "number" || typeof resource !== "string") {
-      return oauthError(res, 400, "invalid_grant", "refresh_token is invalid or expired");
-    }
-    if (params.client_id !== old?.client_id) {
-      return oauthError(res, 400, "invalid_grant", "refresh_token was issued to another client");
-    }
-    if (await store.isRevoked(sid)) return oauthError(res, 400, "invalid_grant", "the session was revoked");
-    if (params.resource !== undefined && params.resource !== resource) {
-      return oauthError(res, 400, "invalid_target", `resource must be ${resource}, as authorized`);
-    }
-    const nextJti = randomId();
-    if (!(await store.rotateRefresh(sid, jti, nextJti))) {
-      await revokeSession(sid, exp, "refresh token reused");
-      return oauthError(res, 400, "invalid_grant", "refresh_token was already used; its session is revoked");
-    }
-    log(`[oauth] tokens refreshed for session ${sid}`);
-    const session = { sid, client_id: params.client_id, scope: SCOPE, resource };
-    return issueTokens(res, base, session, resourceTtl(resource, base) ?? config.accessTtl, exp, nextJti);
-  }
-
-  /** An RFC 9068 access token for the session's resource, plus the session's one current refresh token. */
-  async function issueTokens(
-    res: ServerResponse,
-    base: string,
-    session: { sid: string; client_id: string; scope: string; resource: string },
-    accessTtl: number,
-    sessionEnd: number,
-    refreshJti?: string, // set by a rotation, which has already recorded it
+/**
+ * POST: the consent page's form. Approve or Deny → 303 back to the client (RFC 9700 §4.12: never 307,
+ * which would replay this form body to the client). Demo only: the fixed user approves with one click;
+ * a real server signs the user in first, and binds the consent to that browser session.
+ */
+async function approveOrDeny(ctx: Context, call: HttpCall) {
+  // Cross-site requests are refused: a page elsewhere could submit this form, though never read it.
+  // Browsers send Sec-Fetch-Site and Origin on a form POST; tools such as curl send neither.
+  const site = call.req.headers["sec-fetch-site"];
+  const origin = call.req.headers.origin;
+  if (
+    (site !== undefined && site !== "same-origin") || (origin !== undefined && origin !== new URL(call.base).origin)
   ) {
-    const { resource, ...claims } = session;
-    const jti = refreshJti ?? randomId();
-    if (!refreshJti) await store.startSession(session.sid, jti, sessionEnd);
-    const [accessToken, refreshToken] = await Promise.all([ // independent signatures: let them overlap
-      sign("access", issuerOf(base), { sub: USER, aud: resource, jti: randomId(), ...claims }, accessTtl),
-      sign("refresh", issuerOf(base), { jti, ...session, exp: sessionEnd }),
-    ]);
-    sendJson(res, 200, {
-      access_token: accessToken,
-      token_type: "Bearer",
-      expires_in: accessTtl,
-      refresh_token: refreshToken,
-      scope: session.scope,
-    });
+    ctx.emit({ type: "consent_refused", reason: `a cross-site POST from ${quoteInput(origin ?? site)}` });
+    return oauthError(ctx, call, 403, "invalid_request", "consent comes from this server's page");
+  }
+  if (!isForm(call.req.headers["content-type"])) {
+    return oauthError(ctx, call, 400, "invalid_request", "the consent form is application/x-www-form-urlencoded");
+  }
+  const form = new URLSearchParams(call.body);
+  const repeated = repeatedName(form);
+  if (repeated) return oauthError(ctx, call, 400, "invalid_request", `${quoteInput(repeated)} is repeated`);
+  const consent = await verify(ctx, "consent", form.get("consent") ?? "", issuerOf(ctx, call.base));
+  if (!consent?.jti || typeof consent.client_id !== "string") {
+    return oauthError(ctx, call, 400, "invalid_request", "the consent is invalid or expired: start again");
+  }
+  const decision = form.get("decision");
+  if (decision !== "approve" && decision !== "deny") {
+    return oauthError(ctx, call, 400, "invalid_request", "decision must be approve or deny");
+  }
+  call.client = clientLabel(consent.client_id, String(consent.client_name));
+  if (decision === "deny") {
+    ctx.emit({ type: "consent_denied", client: call.client });
+    return redirectBack(ctx, call, consent, { error: "access_denied", error_description: "The user denied access" });
+  }
+  // The code is the checked request itself, signed. Its jti is the consent's: the same consent POSTed
+  // twice gives two codes with one jti, and the second exchange is a replay of the first (see /token).
+  const { client_id, redirect_uri, code_challenge, scope, resource, jti } = consent;
+  const request = { client_id, redirect_uri, code_challenge, scope, resource, jti };
+  const code = await sign(ctx, "code", issuerOf(ctx, call.base), request, CODE_TTL_SECONDS);
+  ctx.emit({ type: "consent_approved", client: call.client });
+  redirectBack(ctx, call, consent, { code });
+}
+
+/** 303 to the client's redirect_uri with the answer, its state, and `iss` (RFC 9207: against mix-up attacks). */
+function redirectBack(ctx: Context, call: HttpCall, consent: JWTPayload, answer: Record<string, string>) {
+  const target = new URL(String(consent.redirect_uri));
+  const state = typeof consent.state === "string" ? { state: consent.state } : {};
+  for (const [name, value] of Object.entries({ ...answer, ...state, iss: issuerOf(ctx, call.base) })) {
+    target.searchParams.set(name, value);
+  }
+  call.res.writeHead(303, { location: target.href }).end();
+}
+
+/** The redirect_uri rules /authorize, /register and metadata documents share: why a URI is bad, or undefined. */
+function redirectUriProblem(uri: string): string | undefined {
+  if (!uri) return "redirect_uri is required";
+  if (!URL.canParse(uri)) return "redirect_uri must be an absolute URL";
+  const url = new URL(uri);
+  if (uri.includes("#")) return "redirect_uri must not contain a fragment"; // RFC 6749 §3.1.2
+  // Codes travel in the query: only TLS, or a loopback interface that never leaves the machine, keeps them private.
+  if (url.protocol === "https:" || (url.protocol === "http:" && isLoopbackHost(url.hostname))) return undefined;
+  return "redirect_uri must be https, or http on a loopback host";
+}
+
+/** Exact match, except a loopback URI allows any port (RFC 8252 §7.3: native apps pick one per run). */
+function redirectUriMatches(listed: string, requested: string): boolean {
+  if (listed === requested) return true;
+  const a = new URL(listed);
+  const b = new URL(requested);
+  return a.protocol === "http:" && isLoopbackHost(a.hostname) &&
+    a.protocol === b.protocol && a.hostname === b.hostname && a.pathname === b.pathname && a.search === b.search;
+}
+
+function isLoopbackHost(hostname: string): boolean {
+  return /^(localhost|127(\.\d{1,3}){3}|\[::1\]|::1)$/.test(hostname);
+}
+
+// ─── /token ──────────────────────────────
+// Every answer carries Cache-Control: no-store (RFC 6749 §5.1; routing sets it, so that 405 and 413 have
+// it too); every error is {error, error_description}.
+
+/**
+ * RFC 8707 §2: `resource` names what a token is for. This server has one MCP resource per token lifetime:
+ * `<base>/mcp` and `<base>/ttl/<seconds>/mcp`. Returns the access-token lifetime for it, or undefined.
+ */
+function resourceTtl(config: Config, resource: string, base: string): number | undefined {
+  return resource.startsWith(`${base}/`) ? mcpPathTtl(config, resource.slice(base.length)) : undefined;
+}
+/** The access-token lifetime of an MCP endpoint's path, or undefined when the path is not one. */
+function mcpPathTtl(config: Config, path: string): number | undefined {
+  if (path === "/mcp") return config.accessTtl;
+  const seconds = Number(/^\/ttl\/([1-9]\d{0,4})\/mcp$/.exec(path)?.[1]);
+  return seconds <= 86400 ? seconds : undefined; // NaN (no match) is not <= anything
+}
+
+/**
+ * A session starts at the code exchange. Its refresh tokens live `refreshTtl` from then (rotation never
+ * extends it), and no token of it outlives its span: the longer of that and the resource's access lifetime.
+ */
+const sessionSpan = (config: Config, resource: string, base: string) =>
+  Math.max(config.refreshTtl, resourceTtl(config, resource, base) ?? config.accessTtl);
+
+function tokenEndpoint(ctx: Context, call: HttpCall) {
+  const params = parseTokenRequest(call.req.headers["content-type"], call.body);
+  if (typeof params === "string") return oauthError(ctx, call, 400, "invalid_request", params);
+  const grantType = params.grant_type;
+  if (!grantType) return oauthError(ctx, call, 400, "invalid_request", "grant_type is required");
+  if (grantType === "authorization_code") return exchangeCode(ctx, call, params);
+  if (grantType === "refresh_token") return refreshGrant(ctx, call, params);
+  return oauthError(ctx, call, 400, "unsupported_grant_type", "grant_type must be authorization_code or refresh_token");
+}
+
+/** Form-encoded as RFC 6749 §4.1.3 says; JSON accepted too. Returns the parameters, or what is wrong. */
+function parseTokenRequest(contentType: string | undefined, body: string): Record<string, string> | string {
+  if (isJson(contentType)) {
+    const json = parseJson(body);
+    if (!isObject(json) || !Object.values(json).every((value) => typeof value === "string")) {
+      return "a JSON body must be an object of string parameters";
+    }
+    return json as Record<string, string>;
+  }
+  if (!isForm(contentType)) return "Content-Type must be application/x-www-form-urlencoded";
+  const form = new URLSearchParams(body);
+  const repeated = repeatedName(form);
+  return repeated ? `${quoteInput(repeated)} is repeated` : Object.fromEntries(form);
+}
+
+/** PKCE S256 (RFC 7636 §4.2): base64url(SHA-256(verifier)). */
+function s256(verifier: string): string {
+  return createHash("sha256").update(verifier).digest("base64url");
+}
+
+/** Constant-time comparison, so response timing does not reveal how much of a secret matched. */
+function sameString(a: string, b: string): boolean {
+  const [left, right] = [Buffer.from(a), Buffer.from(b)];
+  return left.length === right.length && timingSafeEqual(left, right);
+}
+
+/** The authorization_code grant (RFC 6749 §4.1.3, OAuth 2.1 §4.1.3): a code, once, by its client, with PKCE. */
+async function exchangeCode(ctx: Context, call: HttpCall, params: Record<string, string>) {
+  if (!params.code) return oauthError(ctx, call, 400, "invalid_request", "code is required");
+  if (!params.client_id) return oauthError(ctx, call, 400, "invalid_request", "client_id is required");
+  const code = await verify(ctx, "code", params.code, issuerOf(ctx, call.base));
+  const { jti, exp, resource, client_id: clientId } = code ?? {};
+  if (!jti || typeof exp !== "number" || typeof resource !== "string" || typeof clientId !== "string") {
+    return oauthError(ctx, call, 400, "invalid_grant", "code is invalid or expired");
+  }
+  call.client = clientLabel(clientId);
+
+  // Single use (RFC 6749 §4.1.2): the first redemption attempt spends the code, whatever its outcome.
+  // A second one means the code leaked, so the session the first one started is revoked too. The
+  // session id *is* the code's jti, reserved at this instant: a replay racing the first exchange
+  // still revokes the tokens that exchange is about to mint.
+  const sid = jti;
+  if (!(await ctx.store.spendOnce(jti, exp))) {
+    ctx.emit({ type: "code_replayed", client: call.client, session: sessionLabel(sid) });
+    const until = secondsFromNow(sessionSpan(ctx.config, resource, call.base));
+    await revokeSession(ctx, sid, until, "authorization code replayed");
+    return oauthError(ctx, call, 400, "invalid_grant", "code was already used; its session is revoked");
   }
 
-  /** Form-encoded as RFC 6749 §4.1.3 says; JSON accepted too. Returns the parameters, or what is wrong. */
-  function parseTokenRequest(contentType: string | undefined, body: string): Record<string, string> | string {
-    if (isJson(contentType)) {
-      const json = parseJson(body);
-      if (!isObject(json) || !Object.values(json).every((value) => typeof value === "string")) {
-        return "a JSON body must be an object of string parameters";
-      }
-      return json as Record<string, string>;
-    }
-    if (!/^application\/x-www-form-urlencoded\s*(;|$)/i.test(contentType ?? "")) {
-      return "Content-Type must be application/x-www-form-urlencoded";
-    }
-    const form = new URLSearchParams(body);
-    const repeated = repeatedName(form);
-    return repeated ? `${quote(repeated)} is repeated` : Object.fromEntries(form);
+  // The code is bound to the client it was issued to (RFC 6749 §4.1.3).
+  if (params.client_id !== clientId) {
+    return oauthError(ctx, call, 400, "invalid_grant", "code was issued to another client");
   }
 
-  // ─── /register ───────────────────────
-  // Stateless dynamic client registration (RFC 7591): the client_id returned is itself a signed token
-  // carrying the registered redirect URIs, so /authorize can hold a client to them with nothing stored.
-  // MCP 2026-07-28 prefers Client ID Metadata Documents; this stays as the path for hosts that register.
-
-  async function register(req: IncomingMessage, res: ServerResponse, base: string, body: string) {
-    if (!isJson(req.headers["content-type"])) {
-      return oauthError(res, 415, "invalid_client_metadata", "send the client metadata as application/json");
-    }
-    const metadata = parseJson(body);
-    if (!isObject(metadata)) return oauthError(res, 400, "invalid_client_metadata", "the body must be a JSON object");
-    const { redirect_uris: uris, client_name: name } = metadata;
-    if (!Array.isArray(uris) || uris.length === 0 || !uris.every((uri) => typeof uri === "string")) {
-      return oauthError(res, 400, "invalid_redirect_uri", "redirect_uris must be a non-empty array of URLs");
-    }
-    const problem = uris.map(redirectUriProblem).find((found) => found !== undefined);
-    if (problem) return oauthError(res, 400, "invalid_redirect_uri", problem);
-    // application_type (OpenID DCR §2, as MCP 2026-07-28 asks): web clients redirect to https sites;
-    // native clients to the loopback interface, where they listen on a port of the moment (RFC 8252 §7.3).
-    // Unstated, a client whose redirect URIs are all loopback is taken for a desktop app: native.
-    const allLoopback = uris.every((uri) => isLoopbackHost(new URL(uri).hostname));
-    const appType = metadata.application_type !== undefined
-      ? metadata.application_type
-      : (allLoopback ? "native" : "web");
-    if (appType !== "web" && appType !== "native") {
-      return oauthError(res, 400, "invalid_client_metadata", "application_type must be web or native");
-    }
-    if (appType === "web" && uris.some((uri) => new URL(uri).protocol !== "https:")) {
-      return oauthError(res, 400, "invalid_redirect_uri", "a web client's redirect_uris must be https");
-    }
-    // The name is shown on the consent page and written to the log: plain text only.
-    if (name !== undefined && (typeof name !== "string" || name.length > 200 || hasControlCharacters(name))) {
-      return oauthError(
-        res,
-        400,
-        "invalid_client_metadata",
-        "client_name must be plain text of at most 200 characters",
-      );
-    }
-    const methods = metadata.token_endpoint_auth_method;
-    if (methods !== undefined && methods !== "none") {
-      return oauthError(res, 400, "invalid_client_metadata", "only public clients (auth method none) are supported");
-    }
-    const codeFlowOnly = isSubset(metadata.grant_types, ["authorization_code", "refresh_token"]) &&
-      isSubset(metadata.response_types, ["code"]);
-    if (!codeFlowOnly) {
-      return oauthError(res, 400, "invalid_client_metadata", "only the code flow: grant_types and response_types");
-    }
-    const client = { redirect_uris: uris, application_type: appType, ...(name !== undefined && { client_name: name }) };
-    const clientId = await sign("client", issuerOf(base), client);
-    log(`[oauth] client registered: ${name ?? "(unnamed)"}`);
-    sendJson(res, 201, {
-      client_id: clientId,
-      client_id_issued_at: nowSeconds(),
-      ...client,
-      token_endpoint_auth_method: "none",
-      grant_types: ["authorization_code", "refresh_token"],
-      response_types: ["code"],
-    });
+  // PKCE (RFC 7636 §4.1, §4.6): the verifier is 43–128 unreserved characters whose SHA-256 is the challenge.
+  const verifier = params.code_verifier ?? "";
+  if (!/^[A-Za-z0-9._~-]{43,128}$/.test(verifier)) {
+    const description = "code_verifier is required: 43-128 characters of [A-Za-z0-9-._~]";
+    return oauthError(ctx, call, 400, "invalid_grant", description);
+  }
+  if (typeof code?.code_challenge !== "string" || !sameString(s256(verifier), code.code_challenge)) {
+    return oauthError(ctx, call, 400, "invalid_grant", "code_verifier does not match the code_challenge");
   }
 
-  // ─── Discovery metadata ──────────────
-  // REACTIVE_AUTH_ONLY: the root documents, which some hosts probe on connect, carry no authorization
-  // server; only the 401's resource_metadata leads to one, so OAuth starts at the first protected call.
-
-  /** RFC 8414 §2: where the endpoints are and what this authorization server insists on. */
-  function authorizationServerMetadata(res: ServerResponse, base: string) {
-    sendJson(res, 200, {
-      issuer: issuerOf(base),
-      authorization_endpoint: `${base}/authorize`,
-      token_endpoint: `${base}/token`,
-      registration_endpoint: `${base}/register`,
-      scopes_supported: [SCOPE],
-      response_types_supported: ["code"],
-      grant_types_supported: ["authorization_code", "refresh_token"],
-      code_challenge_methods_supported: ["S256"], // PKCE, S256 only
-      token_endpoint_auth_methods_supported: ["none"], // public clients: PKCE, not a secret, proves who redeems a code
-      client_id_metadata_document_supported: true, // a client_id may be the URL of the client's metadata document
-      authorization_response_iss_parameter_supported: true, // RFC 9207: `iss` on every authorization response
-    });
+  // redirect_uri, when sent, must be the one the code was issued for (RFC 6749 §4.1.3). OAuth 2.1
+  // clients may leave it out: PKCE already binds the code to whoever started the flow.
+  if (params.redirect_uri !== undefined && params.redirect_uri !== code.redirect_uri) {
+    return oauthError(ctx, call, 400, "invalid_grant", "redirect_uri does not match the authorization request");
+  }
+  // RFC 8707 §2.2: a resource named here must be the one the user consented to.
+  if (params.resource !== undefined && params.resource !== resource) {
+    return oauthError(ctx, call, 400, "invalid_target", `resource must be ${resource}, as authorized`);
   }
 
-  /** RFC 9728 §3: an MCP endpoint is the protected resource, and this server is its authorization server. */
-  function protectedResourceMetadata(res: ServerResponse, base: string, resourcePath: string) {
-    const hidden = config.reactive && resourcePath === ""; // the root document, in reactive mode
-    sendJson(res, 200, {
-      resource: `${base}${resourcePath || "/mcp"}`,
-      ...(!hidden && { authorization_servers: [issuerOf(base)] }),
-      scopes_supported: [SCOPE],
-      bearer_methods_supported: ["header"],
-    });
+  ctx.emit({ type: "code_exchanged", client: call.client, session: sessionLabel(sid) });
+  const session = { sid, client_id: clientId, scope: SCOPE, resource };
+  const sessionEnd = secondsFromNow(sessionSpan(ctx.config, resource, call.base));
+  return issueTokens(ctx, call, session, sessionEnd);
+}
+
+/**
+ * The refresh_token grant. Refresh tokens rotate on every use; a spent one presented again means it
+ * leaked, so the whole session goes (OAuth 2.1 §4.3.1, RFC 9700 §4.14.2). The store keeps one record per
+ * session, its current refresh token, so a long chain of rotations costs no more memory than one sign-in.
+ */
+async function refreshGrant(ctx: Context, call: HttpCall, params: Record<string, string>) {
+  if (!params.refresh_token) return oauthError(ctx, call, 400, "invalid_request", "refresh_token is required");
+  if (!params.client_id) return oauthError(ctx, call, 400, "invalid_request", "client_id is required");
+  const old = await verify(ctx, "refresh", params.refresh_token, issuerOf(ctx, call.base));
+  const { jti, sid, exp, resource, session_end: sessionEnd, client_id: clientId } = old ?? {};
+  const valid = jti && typeof sid === "string" && typeof exp === "number" && typeof resource === "string" &&
+    typeof sessionEnd === "number" && typeof clientId === "string";
+  if (!valid) return oauthError(ctx, call, 400, "invalid_grant", "refresh_token is invalid or expired");
+  call.client = clientLabel(clientId);
+  if (params.client_id !== clientId) {
+    return oauthError(ctx, call, 400, "invalid_grant", "refresh_token was issued to another client");
   }
+  if (await ctx.store.isRevoked(sid)) return oauthError(ctx, call, 400, "invalid_grant", "the session was revoked");
+  if (params.resource !== undefined && params.resource !== resource) {
+    return oauthError(ctx, call, 400, "invalid_target", `resource must be ${resource}, as authorized`);
+  }
+  const nextJti = randomId();
+  if (!(await ctx.store.rotateRefresh(sid, jti, nextJti))) {
+    ctx.emit({ type: "refresh_reused", client: call.client, session: sessionLabel(sid) });
+    await revokeSession(ctx, sid, sessionEnd, "refresh token reused");
+    return oauthError(ctx, call, 400, "invalid_grant", "refresh_token was already used; its session is revoked");
+  }
+  ctx.emit({ type: "tokens_refreshed", client: call.client, session: sessionLabel(sid) });
+  const session = { sid, client_id: clientId, scope: SCOPE, resource };
+  return issueTokens(ctx, call, session, sessionEnd, { jti: nextJti, exp });
+}
 
-  // ─── /mcp ────────────────────────────
-  // MCP Streamable HTTP with JSON responses and no sessions: every POST stands alone. `/ttl/<s>/mcp` is the
-  // same endpoint as a resource of its own, whose tokens live <s> seconds (RFC 8707 resource indicators).
-
-  const noArguments = { type: "object", properties: {}, additionalProperties: false };
-  const tool = (name: string, description: string, resourceUri?: string) => ({
-    name,
-    description,
-    inputSchema: noArguments,
-    ...(resourceUri && { _meta: appMeta(resourceUri) }),
+/**
+ * An RFC 9068 access token for the session's resource, plus the session's one current refresh token.
+ * A new session (no `rotated`) records its refresh token in the store until the refresh lifetime ends;
+ * no access token outlives the session's end, so a revocation that lasts until then ends them all.
+ */
+async function issueTokens(
+  ctx: Context,
+  call: HttpCall,
+  session: { sid: string; client_id: string; scope: string; resource: string },
+  sessionEnd: number,
+  rotated?: { jti: string; exp: number }, // a rotation has recorded its refresh jti already
+) {
+  const { resource, ...claims } = session;
+  const refresh = rotated ?? { jti: randomId(), exp: secondsFromNow(ctx.config.refreshTtl) };
+  if (!rotated) await ctx.store.startSession(session.sid, refresh.jti, refresh.exp);
+  const accessTtl = resourceTtl(ctx.config, resource, call.base) ?? ctx.config.accessTtl;
+  const expiresIn = Math.min(accessTtl, sessionEnd - secondsFromNow(0));
+  const issuer = issuerOf(ctx, call.base);
+  const [accessToken, refreshToken] = await Promise.all([ // independent signatures: let them overlap
+    sign(ctx, "access", issuer, { sub: USER, aud: resource, jti: randomId(), ...claims }, expiresIn),
+    sign(ctx, "refresh", issuer, { ...session, ...refresh, session_end: sessionEnd }),
+  ]);
+  sendJson(call.res, 200, {
+    access_token: accessToken,
+    token_type: "Bearer",
+    expires_in: expiresIn,
+    refresh_token: refreshToken,
+    scope: session.scope,
   });
-  const TOOLS = [
-    tool("whoami", "Says who is calling: the signed-in user when a valid token came along, else anonymous."),
-    tool(
-      "get_secret",
-      "Returns the secret. Protected: calling it without a token starts the OAuth flow.",
-      SECRET_APP_URI,
-    ),
-    tool("revoke_auth_token", "Protected: ends the caller's session; its access and refresh tokens stop working."),
-    tool("show_auth_button", "Shows an app with Auth me (calls get_secret) and Revoke token.", AUTH_BUTTON_APP_URI),
-    tool("elicit_url", "Asks you, during the call, to open a page; finishes once you have been there."),
-    tool(
-      "elicit_by_error",
-      "Fails with a page to open (URL elicitation); the retry succeeds once you have been there.",
-    ),
-  ];
-  const PROTECTED_TOOLS = new Set(["get_secret", "revoke_auth_token"]);
-  const HANDSHAKE_VERSIONS = ["2025-11-25", "2025-06-18", "2025-03-26"];
-  const MODERN_VERSION = "2026-07-28";
-  const ALL_VERSIONS = [MODERN_VERSION, ...HANDSHAKE_VERSIONS];
-  const META_VERSION = "io.modelcontextprotocol/protocolVersion";
-  const META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities";
-  type Rejection = { code: number; message: string; data?: unknown };
-  type Outcome = { result: Record<string, unknown> } | { error: Rejection; status?: number };
-  type Caller = { claims?: JWTPayload; tokenSent: boolean };
+}
 
-  async function mcp(req: IncomingMessage, res: ServerResponse, base: string, path: string, body: string) {
-    if (!isJson(req.headers["content-type"])) {
-      return rpcError(res, 415, null, -32600, "Content-Type must be application/json");
-    }
-    const message = parseJson(body);
-    if (message === undefined) return rpcError(res, 400, null, -32700, "Parse error: the body is not JSON");
-    if (!isObject(message) || message.jsonrpc !== "2.0") {
-      return rpcError(res, 400, null, -32600, "Invalid Request: expected one JSON-RPC 2.0 message");
-    }
-    const { id, method } = message;
-    const badId = id !== undefined && typeof id !== "string" && !Number.isFinite(id); // 1e400 parses to Infinity
-    if (badId) return rpcError(res, 400, null, -32600, "Invalid Request: id must be a string or a number");
-    // Notifications, and a client's answers to server requests, are accepted with no body (202); an answer
-    // someone is waiting for (elicit_url, below) is handed over.
-    const isAnswer = method === undefined && id !== undefined && ("result" in message || "error" in message);
-    if (isAnswer) awaitedAnswers.get(String(id))?.(message);
-    if (isAnswer || (typeof method === "string" && id === undefined)) return void res.writeHead(202).end();
-    if (typeof method !== "string") return rpcError(res, 400, null, -32600, "Invalid Request: method must be a string");
-    const params = message.params ?? {};
-    if (!isObject(params)) return rpcError(res, 400, id, -32602, "Invalid params: params must be an object");
+// ─── /register ───────────────────────────
+// Stateless dynamic client registration (RFC 7591): the client_id returned is itself a signed token
+// carrying the registered redirect URIs, so /authorize can hold a client to them with nothing stored.
+// MCP 2026-07-28 prefers Client ID Metadata Documents; this stays as the path for hosts that register.
 
-    // Which protocol era: MCP 2026-07-28 requests name their version in params._meta (and the
-    // MCP-Protocol-Version header); anything else is served as the 2025 handshake era, unchanged.
-    const meta = isObject(params._meta) ? params._meta : {};
-    const modern = meta[META_VERSION] !== undefined || req.headers["mcp-protocol-version"] === MODERN_VERSION;
-    const rejection = modern ? checkModernRequest(req, method, params, meta) : checkHandshakeRequest(req);
-    if (rejection) return rpcError(res, 400, id, rejection.code, rejection.message, {}, rejection.data);
-
-    // The lazy-auth gate. It reads the JSON-RPC body — the method and the tool name — because that is
-    // what will run; only a protected tool asks for a token, so discovery and public tools stay open.
-    const resource = `${base}${path}`;
-    const caller = method === "tools/call" ? await authenticate(req, base, resource) : { tokenSent: false };
-    const protectedTool = typeof params.name === "string" && PROTECTED_TOOLS.has(params.name);
-    if (method === "tools/call" && protectedTool && !caller.claims) {
-      // RFC 9728 §5.1: the challenge names where discovery starts; RFC 6750 §3: invalid_token when a
-      // token was sent but did not count.
-      const metadata = `${base}/.well-known/oauth-protected-resource${path}`;
-      const challenge = [`resource_metadata="${metadata}"`, `scope="${SCOPE}"`];
-      if (caller.tokenSent) {
-        challenge.push(`error="invalid_token"`, `error_description="The access token is invalid, expired or revoked"`);
-        log(`[oauth] ${params.name} refused: the token is invalid, expired or revoked`);
-      }
-      return rpcError(res, 401, id, -32001, "Authentication required", {
-        "www-authenticate": `Bearer ${challenge.join(", ")}`,
-      });
-    }
-    if (method === "tools/call" && params.name === "elicit_url" && !modern) {
-      return elicitDuringCall(res, id, base, caller);
-    }
-    const outcome = await answer(method, params, caller, modern, base);
-    if ("error" in outcome) {
-      const status = outcome.status ?? (modern && outcome.error.code === -32601 ? 404 : 200);
-      return rpcError(res, status, id, outcome.error.code, outcome.error.message, {}, outcome.error.data);
-    }
-    const resultType = modern && !("resultType" in outcome.result) ? { resultType: "complete" } : {};
-    sendJson(res, 200, { jsonrpc: "2.0", id, result: { ...resultType, ...outcome.result } });
+/**
+ * The client metadata rules /register and metadata documents share (RFC 7591 §2): redirect URIs that
+ * pass the redirect_uri rules, a plain-text name, a public client, the code flow only.
+ */
+function checkClientMetadata(metadata: unknown): { name?: string; redirectUris: string[] } | OAuthFailure {
+  if (!isObject(metadata)) return { error: "invalid_client_metadata", description: "it must be a JSON object" };
+  const { redirect_uris: uris, client_name: name } = metadata;
+  if (!Array.isArray(uris) || uris.length === 0 || !uris.every((uri) => typeof uri === "string")) {
+    return { error: "invalid_redirect_uri", description: "redirect_uris must be a non-empty array of URLs" };
   }
-
-  // MCP 2026-07-28 Streamable HTTP: the routing headers must be present and agree with the body, or the
-  // request is refused here, before the auth gate and before any tool. This is the lazy-auth lesson: a
-  // gateway that let `Mcp-Name: whoami` through unauthenticated while the body called get_secret would
-  // leak the secret. The gate above decides on the body; a request whose headers disagree never gets there.
-  function checkModernRequest(
-    req: IncomingMessage,
-    method: string,
-    params: Record<string, unknown>,
-    meta: Record<string, unknown>,
-  ): Rejection | undefined {
-    const requested = meta[META_VERSION];
-    const header = req.headers["mcp-protocol-version"];
-    if (typeof requested !== "string" || !isObject(meta[META_CAPABILITIES])) {
-      return { code: -32602, message: `Invalid params: _meta must carry ${META_VERSION} and ${META_CAPABILITIES}` };
-    }
-    if (header !== requested) {
-      return {
-        code: -32020,
-        message: `Header mismatch: MCP-Protocol-Version is ${quote(header)}, the body says ${quote(requested)}`,
-      };
-    }
-    if (requested !== MODERN_VERSION) {
-      return { code: -32022, message: "Unsupported protocol version", data: { supported: ALL_VERSIONS, requested } };
-    }
-    const methodHeader = req.headers["mcp-method"];
-    if (methodHeader !== method) {
-      return {
-        code: -32020,
-        message: `Header mismatch: Mcp-Method is ${quote(methodHeader)}, the body calls ${quote(method)}`,
-      };
-    }
-    // Mcp-Name mirrors the tool name on tools/call and the URI on resources/read.
-    const named = method === "tools/call" ? params.name : params.uri;
-    const nameHeader = decodeHeaderValue(req.headers["mcp-name"]);
-    if ((method === "tools/call" || method === "resources/read") && nameHeader !== named) {
-      return {
-        code: -32020,
-        message: `Header mismatch: Mcp-Name is ${quote(nameHeader)}, the body names ${quote(named)}`,
-      };
-    }
-    return undefined;
-  }
-
-  /** 2025 era: a MCP-Protocol-Version header, when sent, must name a version spoken here (2025-06-18 §Transports). */
-  function checkHandshakeRequest(req: IncomingMessage): Rejection | undefined {
-    const header = req.headers["mcp-protocol-version"];
-    if (header === undefined || HANDSHAKE_VERSIONS.includes(String(header))) return undefined;
+  const problem = uris.map(redirectUriProblem).find((found) => found !== undefined);
+  if (problem) return { error: "invalid_redirect_uri", description: problem };
+  // The name is shown on the consent page and written to the log: plain text only, nothing that could
+  // start a line or reverse the text around it.
+  if (name !== undefined && (typeof name !== "string" || name.length > 200 || hasUnsafeCharacters(name))) {
     return {
-      code: -32022,
-      message: "Unsupported protocol version",
-      data: { supported: ALL_VERSIONS, requested: header },
+      error: "invalid_client_metadata",
+      description: "client_name must be plain text of at most 200 characters",
     };
   }
-
-  /** An access token counts only if signature, typ, issuer, audience (this resource), expiry and session check out. */
-  async function authenticate(req: IncomingMessage, base: string, resource: string): Promise<Caller> {
-    const header = req.headers.authorization;
-    if (header === undefined) return { tokenSent: false };
-    const bearer = /^Bearer +([\w.~+/-]+=*) *$/i.exec(header)?.[1]; // RFC 6750 §2.1
-    const claims = bearer ? await verify("access", bearer, issuerOf(base), resource) : undefined;
-    if (!claims || typeof claims.sid !== "string" || (await store.isRevoked(claims.sid))) return { tokenSent: true };
-    return { claims, tokenSent: true };
+  if (metadata.token_endpoint_auth_method !== undefined && metadata.token_endpoint_auth_method !== "none") {
+    return { error: "invalid_client_metadata", description: "only public clients (auth method none) are supported" };
   }
-
-  function answer(
-    method: string,
-    params: Record<string, unknown>,
-    caller: Caller,
-    modern: boolean,
-    base: string,
-  ): Promise<Outcome> | Outcome {
-    // The tool list is the same for every caller and fixed for the life of the process: a modern client
-    // may cache it (and the discover answer) for a minute, shared across users.
-    const cacheHint = modern && { ttlMs: 60_000, cacheScope: "public" };
-    if (method === "server/discover" && modern) {
-      const serverInfo = { "io.modelcontextprotocol/serverInfo": SERVER_INFO };
-      const discovered = { supportedVersions: ALL_VERSIONS, capabilities: CAPABILITIES, instructions: INSTRUCTIONS };
-      return { result: { ...discovered, ...cacheHint, _meta: serverInfo } };
-    }
-    if (method === "initialize" && !modern) { // the 2025 handshake; 2026-07-28 has none
-      const asked = params.protocolVersion;
-      if (typeof asked !== "string") {
-        return { error: { code: -32602, message: "Invalid params: protocolVersion is required" } };
-      }
-      // Version negotiation: echo the client's version when supported, else offer the newest we speak.
-      const protocolVersion = HANDSHAKE_VERSIONS.includes(asked) ? asked : HANDSHAKE_VERSIONS[0];
-      return {
-        result: { protocolVersion, capabilities: CAPABILITIES, serverInfo: SERVER_INFO, instructions: INSTRUCTIONS },
-      };
-    }
-    if (method === "ping") return { result: {} };
-    if (method === "tools/list") return { result: { tools: TOOLS, ...cacheHint } };
-    if (method === "tools/call") return callTool(params, caller, modern, base);
-    if (method === "resources/list") return { result: { resources: APP_RESOURCES, ...cacheHint } };
-    if (method === "resources/read") return readResource(params, modern);
-    return { error: { code: -32601, message: `Method not found: ${method}` } };
+  const codeFlowOnly = isSubset(metadata.grant_types, ["authorization_code", "refresh_token"]) &&
+    isSubset(metadata.response_types, ["code"]);
+  if (!codeFlowOnly) {
+    return { error: "invalid_client_metadata", description: "only the code flow: grant_types and response_types" };
   }
-
-  async function callTool(params: Record<string, unknown>, caller: Caller, modern: boolean, base: string) {
-    const { name, arguments: args = {} } = params;
-    if (typeof name !== "string" || !TOOLS.some((tool) => tool.name === name)) {
-      return { error: { code: -32602, message: `Invalid params: unknown tool ${quote(name)}` } };
-    }
-    if (!isObject(args) || Object.keys(args).length > 0) {
-      return { error: { code: -32602, message: "Invalid params: this tool takes no arguments" } };
-    }
-    const claims = caller.claims;
-    if (name === "whoami") {
-      return text(claims ? `You are ${claims.sub}, signed in through ${claims.client_id}.` : "You are anonymous.");
-    }
-    if (name === "show_auth_button") return text("Showing the Auth me button. Click it to call get_secret.");
-    if (name === "elicit_by_error" && !modern) return elicitByError(caller, base);
-    if (name === "elicit_by_error" || name === "elicit_url") return elicitByInputRequest(name, params, caller, base);
-    if (!claims || typeof claims.sid !== "string") {
-      return { error: { code: -32001, message: "Authentication required" } };
-    }
-    if (name === "get_secret") {
-      return text(`The secret is: ${SECRET}. (Shown to ${claims.sub}, session ${claims.sid}.)`);
-    }
-    const until = secondsFromNow(sessionSeconds(String(claims.aud), base));
-    await revokeSession(claims.sid, until, "revoke_auth_token called");
-    return text("Your session is revoked: its tokens no longer work. The next protected call starts a new sign-in.");
-  }
-
-  // ─── The MCP App ─────────────────────
-  // Two small views a host renders in a sandboxed iframe (MCP Apps, 2026-01-26): each tool names its view
-  // in _meta.ui.resourceUri, and the host reads it with resources/read. The views talk to the host by
-  // postMessage and reach this server only through the host's tools/call, so a host's 401 → OAuth → retry
-  // happens for them too: that is the lazy-auth demo inside a host.
-
-  const APP_RESOURCES = [
-    { uri: AUTH_BUTTON_APP_URI, name: "Auth me button", mimeType: APP_MIME, description: "Calls get_secret" },
-    { uri: SECRET_APP_URI, name: "Secret", mimeType: APP_MIME, description: "Shows what get_secret returned" },
-  ];
-  const APP_DOCUMENTS: Record<string, string> = {
-    [AUTH_BUTTON_APP_URI]: AUTH_BUTTON_APP,
-    [SECRET_APP_URI]: SECRET_APP,
-  };
-
-  function readResource(params: Record<string, unknown>, modern: boolean): Outcome {
-    const { uri } = params;
-    if (typeof uri !== "string") return { error: { code: -32602, message: "Invalid params: uri is required" } };
-    if (!Object.hasOwn(APP_DOCUMENTS, uri)) {
-      // Resource not found: -32002 in the 2025 specifications, -32602 from 2026-07-28 (SEP-2164).
-      return { error: { code: modern ? -32602 : -32002, message: `Resource not found: ${quote(uri)}`, data: { uri } } };
-    }
-    return { result: { contents: [{ uri, mimeType: APP_MIME, text: APP_DOCUMENTS[uri] }] } };
-  }
-
-  // ─── URL elicitation ─────────────────
-  // Sending the user to a page (say, a third party's sign-in) before a tool can finish. The elicitation is a
-  // signed token — the page's id, the 2025 elicitationId and the 2026 requestState at once — so no instance
-  // has to remember it; the visit is recorded in the single-use store (shared, with Redis). Demo only: with
-  // no cookies, nothing proves that the browser visiting is the caller's. A real server signs the user in on
-  // that page and records the visit for that user alone. Here the caller is the token's user, or anonymous.
-
-  const visitedKey = (caller: Caller) => `elicitation-visited:${caller.claims?.sub ?? "anonymous"}`;
-  const awaitedAnswers = new Map<string, (answer: Record<string, unknown>) => void>();
-
-  async function newElicitation(tool: string, caller: Caller, base: string) {
-    const claims = { jti: randomId(), tool, sub: caller.claims?.sub ?? "anonymous" };
-    const id = await sign("elicitation", issuerOf(base), claims, ELICITATION_TTL_SECONDS);
-    const url = `${base}/elicitation-callback?id=${id}`;
-    return { id, url, message: "Open this page to go on: it stands in for a third party's sign-in." };
-  }
-
-  /** Takes the caller's visit when there is one, looking again every 200 ms for up to `waitMs`. */
-  async function visited(caller: Caller, waitMs: number): Promise<boolean> {
-    const deadline = Date.now() + waitMs;
-    while (!(await store.takeFlag(visitedKey(caller)))) {
-      if (Date.now() >= deadline) return false;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-    return true;
-  }
-
-  /**
-   * 2025 era, error form: the call fails with -32042 naming the page; the host opens it and retries. Any
-   * unexpired visit of the caller's counts, so a host that retried too early and got a second page is fine.
-   */
-  async function elicitByError(caller: Caller, base: string): Promise<Outcome> {
-    if (await visited(caller, 0)) return text("You have been to the page: elicit_by_error is done.");
-    const { id, url, message } = await newElicitation("elicit_by_error", caller, base);
-    const elicitations = [{ mode: "url", elicitationId: id, url, message }];
-    return { error: { code: -32042, message: "This tool needs you to open a page first", data: { elicitations } } };
-  }
-
-  /**
-   * 2026-07-28: no server-to-client requests and no -32042. The tool answers `input_required` with a URL
-   * elicitation and a signed requestState; the client asks the user, then retries with both. A state is
-   * good once, for its tool and caller, until it expires.
-   */
-  async function elicitByInputRequest(
-    tool: string,
-    params: Record<string, unknown>,
-    caller: Caller,
-    base: string,
-  ): Promise<Outcome> {
-    const capabilities = isObject(params._meta) ? params._meta[META_CAPABILITIES] : undefined;
-    const elicitation = isObject(capabilities) ? capabilities.elicitation : undefined;
-    if (!isObject(elicitation) || !isObject(elicitation.url)) {
-      const data = { requiredCapabilities: { elicitation: { url: {} } } };
-      const message = "Missing required client capability: elicitation.url";
-      return { status: 400, error: { code: -32021, message, data } };
-    }
-    if (params.requestState !== undefined) {
-      const state = typeof params.requestState === "string"
-        ? await verify("elicitation", params.requestState, issuerOf(base))
-        : undefined;
-      const sub = caller.claims?.sub ?? "anonymous";
-      if (!state?.jti || !state.exp || state.tool !== tool || state.sub !== sub) {
-        return { error: { code: -32602, message: "Invalid params: requestState is invalid or expired" } };
-      }
-      const response = isObject(params.inputResponses) ? params.inputResponses.visit : undefined;
-      if (isObject(response) && response.action !== "accept") {
-        return text("You declined to open the page: nothing done.");
-      }
-      if (!(await store.spendOnce(state.jti, state.exp))) {
-        return { error: { code: -32602, message: "Invalid params: this requestState was already used" } };
-      }
-      // The client retries as soon as the user agrees, usually before the page is open: wait a moment.
-      if (await visited(caller, 3000)) return text(`You have been to the page: ${tool} is done.`);
-    }
-    const { id, url, message } = await newElicitation(tool, caller, base);
-    const inputRequests = { visit: { method: "elicitation/create", params: { mode: "url", message, url } } };
-    return { result: { resultType: "input_required", inputRequests, requestState: id } };
-  }
-
-  /**
-   * 2025 era, during the call: the tools/call answer becomes an SSE stream carrying an elicitation/create
-   * request; the client's answer arrives as a POST of its own (202 above), matched by an unguessable id.
-   * That POST must reach this instance: behind a balancer, this tool needs sticky routing.
-   */
-  async function elicitDuringCall(res: ServerResponse, id: unknown, base: string, caller: Caller) {
-    const elicitation = await newElicitation("elicit_url", caller, base);
-    const requestId = `elicit-${randomId()}`;
-    const answered = new Promise<Record<string, unknown> | undefined>((resolve) => {
-      awaitedAnswers.set(requestId, resolve);
-      setTimeout(() => resolve(undefined), config.elicitationWaitMs).unref();
-      res.once("close", () => resolve(undefined)); // the client went away (or the stream ended)
-    }).finally(() => awaitedAnswers.delete(requestId));
-    // No `id:` lines: with event ids a client would treat the stream as resumable and come back with GET.
-    const event = (message: Record<string, unknown>) => res.write(`data: ${JSON.stringify(message)}\n\n`);
-    const finish = (line: string) => {
-      event({ jsonrpc: "2.0", id, result: { content: [{ type: "text", text: line }], isError: false } });
-      res.end();
-    };
-    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store" });
-    const { url, message } = elicitation;
-    event({
-      jsonrpc: "2.0",
-      id: requestId,
-      method: "elicitation/create",
-      params: { mode: "url", message, url, elicitationId: elicitation.id },
-    });
-    const reply = await answered;
-    if (!reply) return finish("No answer came in time: call elicit_url again when you are ready.");
-    if (isObject(reply.error)) {
-      const unsupported = reply.error.code === -32602 || reply.error.code === -32601;
-      return finish(
-        unsupported
-          ? "Your client cannot open pages for a server (no URL elicitation)."
-          : "Your client could not ask you.",
-      );
-    }
-    if (!isObject(reply.result) || reply.result.action !== "accept") {
-      return finish("You declined to open the page: nothing done.");
-    }
-    if (!(await visited(caller, config.elicitationWaitMs))) return finish("The page was not visited in time.");
-    event({ jsonrpc: "2.0", method: "notifications/elicitation/complete", params: { elicitationId: elicitation.id } });
-    finish("You have been to the page: elicit_url is done.");
-  }
-
-  /** The page the elicitation sends the user to: a signed, unexpired id records the visit until it expires. */
-  async function elicitationCallback(res: ServerResponse, base: string, query: URLSearchParams) {
-    const elicitation = await verify("elicitation", query.get("id") ?? "", issuerOf(base));
-    if (!elicitation?.exp || typeof elicitation.sub !== "string") {
-      return send(
-        res,
-        400,
-        "text/html; charset=utf-8",
-        callbackPage("This link is invalid or expired. Nothing was recorded."),
-      );
-    }
-    await store.raiseFlag(`elicitation-visited:${elicitation.sub}`, elicitation.exp);
-    log(`[elicitation] page visited for ${elicitation.sub} (${elicitation.tool})`);
-    send(
-      res,
-      200,
-      "text/html; charset=utf-8",
-      callbackPage("Done: go back to your MCP host, which can now finish the tool."),
-    );
-  }
-
-  // ─── Routing, CORS, body limits ──────
-
-  type Handler = (
-    req: IncomingMessage,
-    res: ServerResponse,
-    base: string,
-    query: URLSearchParams,
-    body: string,
-  ) => Promise<void> | void;
-  const routes: Record<string, Record<string, Handler>> = {
-    "/": { GET: (_req, res, base) => send(res, 200, "text/plain; charset=utf-8", landingText(base)) },
-    "/authorize": {
-      GET: (_req, res, base, query) => authorize(res, base, query),
-      POST: (req, res, base, _query, body) => decide(req, res, base, body),
-    },
-    "/token": { POST: (req, res, base, _query, body) => token(req, res, base, body) },
-    "/mcp": { POST: (req, res, base, _query, body) => mcp(req, res, base, "/mcp", body) },
-    "/register": { POST: (req, res, base, _query, body) => register(req, res, base, body) },
-    "/elicitation-callback": { GET: (_req, res, base, query) => elicitationCallback(res, base, query) },
-  };
-  const PAGES = new Set(["/authorize", "/elicitation-callback"]); // for people in a browser, not for APIs
-
-  /** The handlers for a path: a fixed route, an MCP endpoint, or a discovery document. */
-  function findRoute(path: string, mount: string): Record<string, Handler> | undefined {
-    if (Object.hasOwn(routes, path)) return routes[path];
-    // /ttl/<seconds>/mcp: the MCP endpoint again, as a resource of its own.
-    if (mcpPathTtl(path) !== undefined) return { POST: (req, res, base, _q, body) => mcp(req, res, base, path, body) };
-    // RFC 8414 §3 and RFC 9728 §3.1 insert the well-known segment before the issuer's or resource's path.
-    // Mounted at /lazy-auth, that path starts with the mount: the README's root rewrite sends those here.
-    const wellKnown = /^\/\.well-known\/(oauth-protected-resource|oauth-authorization-server)(\/.*)?$/.exec(path);
-    if (!wellKnown) return undefined;
-    let rest = wellKnown[2] ?? ""; // the issuer's or resource's path, inside this handler
-    if (mount && (rest === mount || rest.startsWith(`${mount}/`))) rest = rest.slice(mount.length);
-    if (wellKnown[1] === "oauth-protected-resource") {
-      if (rest !== "" && mcpPathTtl(rest) === undefined) return undefined;
-      return { GET: (_req, res, base) => protectedResourceMetadata(res, base, rest) };
-    }
-    if (rest !== (config.reactive ? "/oauth" : "")) return undefined; // reactive: only at the issuer's own path
-    return { GET: (_req, res, base) => authorizationServerMetadata(res, base) };
-  }
-
-  async function route(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams) {
-    // Wildcard CORS is safe *here*: nothing rides on cookies or other ambient credentials — every
-    // credential is an explicit Authorization header or request parameter — and browser-based hosts on
-    // any origin must be able to read WWW-Authenticate to start the flow. The pages are left out: another
-    // origin has no business reading a consent page or the redirect after it. Demo only: a real server
-    // lists its allowed origins.
-    if (!PAGES.has(path)) {
-      res.setHeader("access-control-allow-origin", "*");
-      res.setHeader("access-control-expose-headers", "WWW-Authenticate");
-    }
-    if (path === "/token") res.setHeader("cache-control", "no-store"); // RFC 6749 §5.1: tokens must not be cached
-    const base = baseUrl(req);
-    if (base === undefined) {
-      log(`[http] refused Host ${quote(req.headers.host)}`);
-      return httpError(res, path, 403, "invalid_request", `Host ${quote(req.headers.host)} is not served here`);
-    }
-    if (req.method === "OPTIONS") {
-      if (PAGES.has(path)) return void res.writeHead(204).end(); // no CORS headers: the preflight fails
-      const allowHeaders = "authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id, " +
-        "mcp-method, mcp-name";
-      const preflight = {
-        "access-control-allow-methods": "GET, POST, OPTIONS",
-        "access-control-allow-headers": allowHeaders,
-      };
-      return void res.writeHead(204, preflight).end();
-    }
-    const handlers = findRoute(path, mountPath(req));
-    if (!handlers) return httpError(res, path, 404, "not_found", `Nothing at ${path}`);
-    const handler = Object.hasOwn(handlers, req.method ?? "") ? handlers[req.method ?? ""] : undefined;
-    if (!handler) {
-      const allow = Object.keys(handlers).join(", ");
-      return httpError(res, path, 405, "method_not_allowed", `${path} answers ${allow} only`, { allow });
-    }
-    if (req.method !== "POST") return handler(req, res, base, query, "");
-    const body = await readBody(req, BODY_LIMIT_BYTES);
-    if (body === undefined) {
-      return httpError(res, path, 413, "invalid_request", `The body is over ${BODY_LIMIT_BYTES} bytes`);
-    }
-    return handler(req, res, base, query, body);
-  }
-
-  /** Errors outside a handler's own checks, in the shape the path speaks: JSON-RPC on MCP, OAuth elsewhere. */
-  function httpError(
-    res: ServerResponse,
-    path: string,
-    status: number,
-    error: string,
-    description: string,
-    headers: Record<string, string> = {},
-  ) {
-    if (mcpPathTtl(path) !== undefined) {
-      return rpcError(res, status, null, status === 413 ? -32600 : -32000, description, headers);
-    }
-    sendJson(res, status, { error, error_description: description }, headers);
-  }
-
-  return (req, res) => {
-    const url = req.url ?? "/";
-    const split = url.indexOf("?");
-    let path = split === -1 ? url : url.slice(0, split);
-    // A framework that hands over the full path (no req.baseUrl) has it stripped of the mount here.
-    if (config.basePath && path.startsWith(`${config.basePath}/`)) path = path.slice(config.basePath.length);
-    if (config.logRequests) {
-      // The request trace: what a host probes while it connects. Query values stay out (codes travel there).
-      res.once("close", () => {
-        const agent = quote((req.headers["user-agent"] ?? "-").slice(0, 60));
-        const bearer = req.headers.authorization === undefined ? "no" : "yes";
-        const status = res.writableFinished ? res.statusCode : "(closed before an answer)";
-        log(`[request] ${req.method} ${path} → ${status} bearer=${bearer} ${agent}`);
-      });
-    }
-    route(req, res, path, new URLSearchParams(split === -1 ? "" : url.slice(split + 1))).catch((error: unknown) => {
-      // Every failure becomes a JSON answer and the process lives; no stack trace leaves the server.
-      if (error instanceof ClientGone) return void res.destroy(); // the client left: nobody to answer, nothing wrong
-      if (res.headersSent) return void res.destroy();
-      if (error instanceof StoreUnavailable) {
-        log(`[oauth] store unavailable: ${error.message}`);
-        return httpError(res, path, 503, "temporarily_unavailable", "The token store cannot answer; try again shortly");
-      }
-      log(`[error] ${req.method} ${path}: ${String(error)}`);
-      httpError(res, path, 500, "server_error", "Internal error");
-    });
-  };
+  return { name, redirectUris: uris };
 }
 
-// ─── Start ───────────────────────────────
-
-export interface RunningServer {
-  url: string; // base URL on loopback, e.g. http://127.0.0.1:3097
-  server: Server;
-  /** Stops accepting, lets requests in flight finish for up to `graceMs`, then cuts what remains. */
-  close(graceMs?: number): Promise<void>;
+/** Absent, or an array holding only allowed strings. */
+function isSubset(value: unknown, allowed: string[]): boolean {
+  return value === undefined || (Array.isArray(value) && value.every((item) => allowed.includes(item)));
 }
 
-/** Creates the handler and listens. Options override the environment (tests listen on port 0). */
-export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
-  const { port, host } = readConfig(options);
-  const handler = await createHandler(options);
-  let draining = false;
-  const inFlight = new Map<ServerResponse, IncomingMessage>();
-  const server = createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
-    inFlight.set(res, req);
-    res.once("close", () => inFlight.delete(res));
-    if (draining) res.setHeader("connection", "close");
-    handler(req, res);
+async function register(ctx: Context, call: HttpCall) {
+  if (!isJson(call.req.headers["content-type"])) {
+    return oauthError(ctx, call, 415, "invalid_client_metadata", "send the client metadata as application/json");
+  }
+  const metadata = parseJson(call.body);
+  const checked = checkClientMetadata(metadata);
+  if ("error" in checked) return oauthError(ctx, call, 400, checked.error, checked.description);
+  const { name, redirectUris: uris } = checked;
+  // application_type (OpenID DCR §2, as MCP 2026-07-28 asks): web clients redirect to https sites;
+  // native clients to the loopback interface, where they listen on a port of the moment (RFC 8252 §7.3).
+  // Unstated, a client whose redirect URIs are all loopback is taken for a desktop app: native.
+  const stated = isObject(metadata) ? metadata.application_type : undefined;
+  const appType = stated ?? (uris.every((uri) => isLoopbackHost(new URL(uri).hostname)) ? "native" : "web");
+  if (appType !== "web" && appType !== "native") {
+    return oauthError(ctx, call, 400, "invalid_client_metadata", "application_type must be web or native");
+  }
+  if (appType === "web" && uris.some((uri) => new URL(uri).protocol !== "https:")) {
+    return oauthError(ctx, call, 400, "invalid_redirect_uri", "a web client's redirect_uris must be https");
+  }
+  const client = { redirect_uris: uris, application_type: appType, ...(name !== undefined && { client_name: name }) };
+  const clientId = await sign(ctx, "client", issuerOf(ctx, call.base), client);
+  call.client = clientLabel(clientId);
+  ctx.emit({ type: "client_registered", client: call.client });
+  sendJson(call.res, 201, {
+    client_id: clientId,
+    client_id_issued_at: nowSeconds(),
+    ...client,
+    token_endpoint_auth_method: "none",
+    grant_types: ["authorization_code", "refresh_token"],
+    response_types: ["code"],
   });
-  // Slow clients are cut in seconds, not Node's minutes: 10 s for the headers and for the whole request
-  // (a 64 KiB body at 6.5 KB/s). A client that stalls mid-body no longer holds its buffer for five minutes.
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 10_000;
-  // A deep listen queue: a burst of connections waits in the kernel, not in SYN retries that take seconds.
-  // 4096 is Linux's default somaxconn, the cap the kernel applies anyway; Node's own default is 511.
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen({ port, host, backlog: 4096 }, () => resolve());
-  });
-  const address = server.address();
-  const listeningPort = typeof address === "object" && address ? address.port : port;
-  const loopbackName = host === "localhost" ? "localhost" : host.includes(":") ? "[::1]" : "127.0.0.1";
-  return {
-    url: `http://${loopbackName}:${listeningPort}`,
-    server,
-    // A drain, not a cut: stop accepting; every answer from now on says Connection: close, and each
-    // keep-alive connection closes after its current answer; what still runs after the grace period is cut.
-    close: (graceMs = SHUTDOWN_GRACE_MS) =>
-      new Promise<void>((resolve) => {
-        draining = true;
-        for (const [res, req] of inFlight) {
-          if (!res.headersSent) res.setHeader("connection", "close");
-          else res.once("finish", () => req.socket.end()); // already answering with keep-alive: end after it
-        }
-        server.close(() => resolve());
-        server.closeIdleConnections();
-        setTimeout(() => server.closeAllConnections(), graceMs).unref();
-      }),
-  };
 }
 
-// ─── Small helpers ───────────────────────
+// ─── Discovery metadata ──────────────────
+// REACTIVE_AUTH_ONLY: no well-known document a host probes on connect names an authorization server; only
+// the 401's resource_metadata, outside /.well-known/, leads to one, so OAuth starts at the first protected call.
 
-const BODY_LIMIT_BYTES = 64 * 1024;
-const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
-const SHUTDOWN_GRACE_MS = 8_000; // inside the 10 s a container runtime waits after SIGTERM before SIGKILL
-const METADATA_TIMEOUT_MS = 3_000;
-const METADATA_MAX_BYTES = 16 * 1024;
-const METADATA_CACHE_SIZE = 1_000;
+/** RFC 8414 §2: where the endpoints are and what this authorization server insists on. */
+function authorizationServerMetadata(ctx: Context, call: HttpCall) {
+  const base = call.base;
+  sendJson(call.res, 200, {
+    issuer: issuerOf(ctx, base),
+    authorization_endpoint: `${base}/authorize`,
+    token_endpoint: `${base}/token`,
+    registration_endpoint: `${base}/register`,
+    scopes_supported: [SCOPE],
+    response_types_supported: ["code"],
+    grant_types_supported: ["authorization_code", "refresh_token"],
+    code_challenge_methods_supported: ["S256"], // PKCE, S256 only
+    token_endpoint_auth_methods_supported: ["none"], // public clients: PKCE, not a secret, proves who redeems a code
+    client_id_metadata_document_supported: true, // a client_id may be the URL of the client's metadata document
+    authorization_response_iss_parameter_supported: true, // RFC 9207: `iss` on every authorization response
+  });
+}
+
+/** RFC 9728 §3: an MCP endpoint is the protected resource, and this server is its authorization server. */
+function protectedResourceMetadata(ctx: Context, call: HttpCall, resourcePath: string, namesIssuer: boolean) {
+  sendJson(call.res, 200, {
+    resource: `${call.base}${resourcePath || "/mcp"}`,
+    ...(namesIssuer && { authorization_servers: [issuerOf(ctx, call.base)] }),
+    scopes_supported: [SCOPE],
+    bearer_methods_supported: ["header"],
+  });
+}
+
+/** Where a 401 sends the host for discovery (RFC 9728 §5.1): the resource's metadata. */
+function resourceMetadataUrl(ctx: Context, base: string, mcpPath: string): string {
+  // Reactive mode keeps it outside /.well-known/, where hosts probe on their own: only a 401 leads there.
+  return ctx.config.reactive
+    ? `${base}/oauth/protected-resource${mcpPath}`
+    : `${base}/.well-known/oauth-protected-resource${mcpPath}`;
+}
+
+// ─── /mcp ────────────────────────────────
+// MCP Streamable HTTP with JSON responses and no sessions: every POST stands alone. `/ttl/<s>/mcp` is the
+// same endpoint as a resource of its own, whose tokens live <s> seconds (RFC 8707 resource indicators).
+
+const PROTECTED_TOOLS = new Set(["get_secret", "revoke_auth_token"]);
+type Caller = { claims?: JWTPayload; tokenSent: boolean };
+
+/**
+ * The lazy-auth gate. It reads the JSON-RPC body — the method and the tool name — because that is what
+ * will run: only a protected tool asks for a token, so discovery and public tools stay open. Returns the
+ * caller, or undefined once it has answered 401.
+ */
+async function lazyAuthGate(ctx: Context, call: HttpCall, request: RpcRequest): Promise<Caller | undefined> {
+  if (request.method !== "tools/call") return { tokenSent: false };
+  const caller = await authenticate(ctx, call);
+  const tool = request.params.name;
+  if (caller.claims || typeof tool !== "string" || !PROTECTED_TOOLS.has(tool)) return caller;
+  // RFC 9728 §5.1: the challenge names where discovery starts; RFC 6750 §3: invalid_token when a
+  // token was sent but did not count.
+  const challenge = [`resource_metadata="${resourceMetadataUrl(ctx, call.base, call.path)}"`, `scope="${SCOPE}"`];
+  if (caller.tokenSent) {
+    challenge.push(`error="invalid_token"`, `error_description="The access token is invalid, expired or revoked"`);
+  }
+  ctx.emit({ type: "challenge", path: call.path, tool, tokenSent: caller.tokenSent });
+  const headers = { "www-authenticate": `Bearer ${challenge.join(", ")}` };
+  rpcError(ctx, call, { status: 401, id: request.id, code: -32001, message: "Authentication required", headers });
+  return undefined;
+}
+
+/** An access token counts only if signature, typ, issuer, audience (this resource), expiry and session check out. */
+async function authenticate(ctx: Context, call: HttpCall): Promise<Caller> {
+  const header = call.req.headers.authorization;
+  if (header === undefined) return { tokenSent: false };
+  const bearer = /^Bearer +([\w.~+/-]+=*) *$/i.exec(header)?.[1]; // RFC 6750 §2.1
+  const resource = `${call.base}${call.path}`;
+  const claims = bearer ? await verify(ctx, "access", bearer, issuerOf(ctx, call.base), resource) : undefined;
+  if (!claims || typeof claims.sid !== "string" || (await ctx.store.isRevoked(claims.sid))) return { tokenSent: true };
+  call.client = clientLabel(String(claims.client_id));
+  return { claims, tokenSent: true };
+}
+
+/** The 2025 handshake era (2025-03-26 to 2025-11-25), or the stateless 2026-07-28 era: chosen per request. */
+type Era = "2025" | "2026-07-28";
+type RpcRequest = { id: string | number | undefined; method: string; params: Record<string, unknown> };
+type Rejection = { code: number; message: string; data?: unknown };
+type Outcome = { result: Record<string, unknown> } | { error: Rejection; status?: number } | { streamed: true };
+
+async function mcp(ctx: Context, call: HttpCall) {
+  const request = readRpcRequest(ctx, call);
+  if (!request) return; // answered already: an error, or 202 for a notification
+  const { id, params } = request;
+  // MCP 2026-07-28 requests name their version in params._meta (and the MCP-Protocol-Version header);
+  // anything else is served as the 2025 handshake era, unchanged.
+  const meta = isObject(params._meta) ? params._meta : {};
+  const era: Era = meta[META_VERSION] !== undefined || call.req.headers["mcp-protocol-version"] === MODERN_VERSION
+    ? "2026-07-28"
+    : "2025";
+  const rejection = era === "2026-07-28"
+    ? checkModernRequest(call.req, request, meta)
+    : checkHandshakeRequest(call.req);
+  if (rejection) return rpcError(ctx, call, { status: 400, id, ...rejection });
+
+  const caller = await lazyAuthGate(ctx, call, request);
+  if (!caller) return;
+  const outcome = await dispatch(ctx, call, request, caller, era);
+  if ("streamed" in outcome) return;
+  if ("error" in outcome) {
+    const status = outcome.status ?? (era === "2026-07-28" && outcome.error.code === -32601 ? 404 : 200);
+    return rpcError(ctx, call, { status, id, ...outcome.error });
+  }
+  const resultType = era === "2026-07-28" && !("resultType" in outcome.result) ? { resultType: "complete" } : {};
+  sendJson(call.res, 200, { jsonrpc: "2.0", id, result: { ...resultType, ...outcome.result } });
+}
+
+/** One JSON-RPC 2.0 request from the body; anything else is answered here (an error, or 202) → undefined. */
+function readRpcRequest(ctx: Context, call: HttpCall): RpcRequest | undefined {
+  const invalid = (status: number, code: number, message: string) =>
+    void rpcError(ctx, call, { status, code, message });
+  if (!isJson(call.req.headers["content-type"])) return invalid(415, -32600, "Content-Type must be application/json");
+  const message = parseJson(call.body);
+  if (message === undefined) return invalid(400, -32700, "Parse error: the body is not JSON");
+  if (!isObject(message) || message.jsonrpc !== "2.0") {
+    return invalid(400, -32600, "Invalid Request: expected one JSON-RPC 2.0 message");
+  }
+  const { id, method } = message;
+  const badId = id !== undefined && typeof id !== "string" && !Number.isFinite(id); // 1e400 parses to Infinity
+  if (badId) return invalid(400, -32600, "Invalid Request: id must be a string or a number");
+  // Notifications, and a client's answers to server requests, are accepted with no body (202); an answer
+  // that a 2025 elicit_url stream waits for is handed over.
+  const isAnswer = method === undefined && id !== undefined && ("result" in message || "error" in message);
+  if (isAnswer) ctx.elicitations.get(String(id))?.(message);
+  if (isAnswer || (typeof method === "string" && id === undefined)) return void call.res.writeHead(202).end();
+  if (typeof method !== "string") return invalid(400, -32600, "Invalid Request: method must be a string");
+  const params = message.params ?? {};
+  if (!isObject(params)) {
+    return void rpcError(ctx, call, {
+      status: 400,
+      id,
+      code: -32602,
+      message: "Invalid params: params must be an object",
+    });
+  }
+  return { id: id as string | number | undefined, method, params };
+}
+
+const HANDSHAKE_VERSIONS = ["2025-11-25", "2025-06-18", "2025-03-26"];
+const MODERN_VERSION = "2026-07-28";
+const ALL_VERSIONS = [MODERN_VERSION, ...HANDSHAKE_VERSIONS];
+const META_VERSION = "io.modelcontextprotocol/protocolVersion";
+const META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities";
 const SERVER_INFO = { name: "lazy-auth-example", version: "0.1.0" };
 const CAPABILITIES = { tools: {}, resources: {} }; // resources: the MCP App's views are read as resources
+const INSTRUCTIONS = "whoami, show_auth_button, elicit_url and elicit_by_error are public. get_secret and " +
+  "revoke_auth_token need you to sign in: calling one starts OAuth.";
 const SECRET = "lazy auth works"; // what get_secret guards
-const INSTRUCTIONS =
-  "whoami, show_auth_button, elicit_url and elicit_by_error are public. get_secret and revoke_auth_token need you " +
-  "to sign in: calling one starts OAuth.";
 
-const landingText = (base: string) =>
-  `Lazy-auth MCP server
-  MCP endpoint (Streamable HTTP, MCP 2025-03-26 to 2026-07-28): ${base}/mcp
-  Discovery: ${base}/.well-known/oauth-protected-resource/mcp, ${base}/.well-known/oauth-authorization-server
-  Same endpoint with tokens that live N seconds (1-86400): ${base}/ttl/N/mcp
-  OAuth: ${base}/authorize ${base}/token ${base}/register
-  Tools: get_secret and revoke_auth_token (protected); whoami, show_auth_button, elicit_url, elicit_by_error
-`;
+// Two tools render an MCP App view (the MCP App section serves them): a tool names its view's URI.
+const AUTH_BUTTON_VIEW_URI = "ui://lazy-auth/auth-button.html";
+const SECRET_VIEW_URI = "ui://lazy-auth/secret.html";
+/** A tool's link to its view; the flat key is the older spelling some hosts still read. */
+const viewMeta = (resourceUri: string) => ({ _meta: { ui: { resourceUri }, "ui/resourceUri": resourceUri } });
 
-const text = (value: string) => ({ result: { content: [{ type: "text", text: value }], isError: false } });
+const noArguments = { type: "object", properties: {}, additionalProperties: false };
+const TOOLS = [
+  {
+    name: "whoami",
+    description: "Says who is calling: the signed-in user when a valid token came along, else anonymous.",
+  },
+  {
+    name: "get_secret",
+    description: "Returns the secret. Protected: calling it without a token starts the OAuth flow.",
+    ...viewMeta(SECRET_VIEW_URI),
+  },
+  {
+    name: "revoke_auth_token",
+    description: "Protected: ends the caller's session; its access and refresh tokens stop working.",
+  },
+  {
+    name: "show_auth_button",
+    description: "Shows an app with Auth me (calls get_secret) and Revoke token.",
+    ...viewMeta(AUTH_BUTTON_VIEW_URI),
+  },
+  { name: "elicit_url", description: "Asks you, during the call, to open a page; finishes once you have been there." },
+  {
+    name: "elicit_by_error",
+    description: "Fails with a page to open (URL elicitation); the retry succeeds once you have been there.",
+  },
+].map((tool) => ({ ...tool, inputSchema: noArguments }));
 
-/** The elicitation callback's answer: a small page, its one message escaped. */
-const callbackPage = (message: string) =>
-  `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Elicitation</title></head>
-<body style="font: 16px system-ui, sans-serif; max-width: 34rem; margin: 3rem auto"><p>${escapeHtml(message)}</p>
-<p><small>Demo only: a real server would sign you in on this page, so that only you can finish your request.</small></p>
-</body></html>`;
+/** Answers one request of either era. */
+function dispatch(
+  ctx: Context,
+  call: HttpCall,
+  request: RpcRequest,
+  caller: Caller,
+  era: Era,
+): Promise<Outcome> | Outcome {
+  const { method, params } = request;
+  // The tool list is the same for every caller and fixed for the life of the process: a 2026-07-28 client
+  // may cache it (and the discover answer) for a minute, shared across users.
+  const cacheHint = era === "2026-07-28" ? { ttlMs: 60_000, cacheScope: "public" } : {};
+  if (method === "server/discover" && era === "2026-07-28") {
+    const serverInfo = { "io.modelcontextprotocol/serverInfo": SERVER_INFO };
+    const discovered = { supportedVersions: ALL_VERSIONS, capabilities: CAPABILITIES, instructions: INSTRUCTIONS };
+    return { result: { ...discovered, ...cacheHint, _meta: serverInfo } };
+  }
+  if (method === "initialize" && era === "2025") return initialize(params); // 2026-07-28 has no handshake
+  if (method === "ping") return { result: {} };
+  if (method === "tools/list") return { result: { tools: TOOLS, ...cacheHint } };
+  if (method === "tools/call") return callTool(ctx, call, request, caller, era);
+  if (method === "resources/list") return { result: { resources: VIEW_RESOURCES, ...cacheHint } };
+  if (method === "resources/templates/list") return { result: { resourceTemplates: [], ...cacheHint } };
+  if (method === "resources/read") return readResource(params, era);
+  return { error: { code: -32601, message: `Method not found: ${method}` } };
+}
+
+/** The 2025 handshake: echo the client's version when supported, else offer the newest spoken here. */
+function initialize(params: Record<string, unknown>): Outcome {
+  const asked = params.protocolVersion;
+  if (typeof asked !== "string") {
+    return { error: { code: -32602, message: "Invalid params: protocolVersion is required" } };
+  }
+  const protocolVersion = HANDSHAKE_VERSIONS.includes(asked) ? asked : HANDSHAKE_VERSIONS[0];
+  return {
+    result: { protocolVersion, capabilities: CAPABILITIES, serverInfo: SERVER_INFO, instructions: INSTRUCTIONS },
+  };
+}
+
+const toolText = (text: string): Outcome => ({ result: { content: [{ type: "text", text }], isError: false } });
+
+async function callTool(ctx: Context, call: HttpCall, request: RpcRequest, caller: Caller, era: Era): Promise<Outcome> {
+  const { name, arguments: args = {} } = request.params;
+  if (typeof name !== "string" || !TOOLS.some((tool) => tool.name === name)) {
+    return { error: { code: -32602, message: `Invalid params: unknown tool ${quoteInput(name)}` } };
+  }
+  if (!isObject(args) || Object.keys(args).length > 0) {
+    return { error: { code: -32602, message: "Invalid params: this tool takes no arguments" } };
+  }
+  const claims = caller.claims;
+  if (name === "whoami") {
+    return toolText(claims ? `You are ${claims.sub}, signed in through ${call.client?.name}.` : "You are anonymous.");
+  }
+  if (name === "show_auth_button") return toolText("Showing the Auth me button. Click it to call get_secret.");
+  if (name === "elicit_url" || name === "elicit_by_error") return elicit(ctx, call, request, caller, era);
+  // The gate let only a valid token through to the protected tools; this check keeps that visible here.
+  if (!claims || typeof claims.sid !== "string") return { error: { code: -32001, message: "Authentication required" } };
+  if (name === "get_secret") {
+    return toolText(`The secret is: ${SECRET}. (Shown to ${claims.sub}, session ${sessionLabel(claims.sid)}.)`);
+  }
+  const until = secondsFromNow(sessionSpan(ctx.config, String(claims.aud), call.base));
+  await revokeSession(ctx, claims.sid, until, "revoke_auth_token called");
+  return toolText("Your session is revoked: its tokens no longer work. The next protected call starts a new sign-in.");
+}
+
+// ─── Routing, CORS, limits ───────────────
+
+type RouteHandler = (ctx: Context, call: HttpCall) => Promise<void> | void;
+type Route = { GET?: RouteHandler; POST?: RouteHandler };
+
+const ROUTES: Record<string, Route> = {
+  "/": { GET: landing },
+  "/authorize": { GET: authorize, POST: approveOrDeny },
+  "/token": { POST: tokenEndpoint },
+  "/register": { POST: register },
+  "/mcp": { POST: mcp },
+  "/elicitation-callback": { GET: elicitationCallback },
+};
+const PAGES = new Set(["/authorize", "/elicitation-callback"]); // for people in a browser, not for APIs
+const BODY_LIMIT_BYTES = 64 * 1024;
+const PREFLIGHT = {
+  "access-control-allow-methods": "GET, POST, OPTIONS",
+  "access-control-allow-headers":
+    "authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id, mcp-method, mcp-name",
+};
+
+/** The handlers for a path: a fixed route, an MCP endpoint, or a discovery document. */
+function findRoute(ctx: Context, path: string, mount: string): Route | undefined {
+  if (Object.hasOwn(ROUTES, path)) return ROUTES[path];
+  const config = ctx.config;
+  if (mcpPathTtl(config, path) !== undefined) return { POST: mcp }; // /ttl/<seconds>/mcp: its own resource
+  // Reactive mode: the resource metadata a 401 points to, outside /.well-known/.
+  const reactiveMetadata = /^\/oauth\/protected-resource(\/.*)$/.exec(path)?.[1];
+  if (config.reactive && reactiveMetadata && mcpPathTtl(config, reactiveMetadata) !== undefined) {
+    return { GET: (ctx, call) => protectedResourceMetadata(ctx, call, reactiveMetadata, true) };
+  }
+  const wellKnown = /^\/\.well-known\/(oauth-protected-resource|oauth-authorization-server)(\/.*)?$/.exec(path);
+  if (!wellKnown) return undefined;
+  // RFC 8414 §3 and RFC 9728 §3.1 insert the well-known segment before the issuer's or resource's path.
+  // Mounted at /lazy-auth, that path starts with the mount: the README's root rewrite sends those here.
+  let inside = wellKnown[2] ?? "";
+  if (mount && (inside === mount || inside.startsWith(`${mount}/`))) inside = inside.slice(mount.length);
+  if (wellKnown[1] === "oauth-protected-resource") {
+    if (inside !== "" && mcpPathTtl(config, inside) === undefined) return undefined;
+    return { GET: (ctx, call) => protectedResourceMetadata(ctx, call, inside, !config.reactive) };
+  }
+  if (inside !== (config.reactive ? "/oauth" : "")) return undefined; // only at the issuer's own path
+  return { GET: authorizationServerMetadata };
+}
+
+async function route(ctx: Context, call: HttpCall) {
+  const { req, res, path } = call;
+  // Wildcard CORS is safe *here*: nothing rides on cookies or other ambient credentials — every
+  // credential is an explicit Authorization header or request parameter — and browser-based hosts on
+  // any origin must be able to read WWW-Authenticate to start the flow. The pages are left out: another
+  // origin has no business reading a consent page or the redirect after it. Demo only: a real server
+  // lists its allowed origins, and checks Origin against DNS rebinding as the MCP transport asks.
+  if (!PAGES.has(path)) {
+    res.setHeader("access-control-allow-origin", "*");
+    res.setHeader("access-control-expose-headers", "WWW-Authenticate");
+  }
+  if (path === "/token") res.setHeader("cache-control", "no-store"); // RFC 6749 §5.1: tokens must not be cached
+  const base = baseUrl(ctx, req);
+  if (base === undefined) {
+    ctx.emit({ type: "host_refused", host: quoteInput(req.headers.host) });
+    return httpError(ctx, call, 403, "invalid_request", `Host ${quoteInput(req.headers.host)} is not served here`);
+  }
+  call.base = base;
+  if (req.method === "OPTIONS") {
+    return void res.writeHead(204, PAGES.has(path) ? {} : PREFLIGHT).end(); // pages: no CORS, the preflight fails
+  }
+  const routeFound = findRoute(ctx, path, mountPath(ctx, req));
+  if (!routeFound) return httpError(ctx, call, 404, "not_found", `Nothing at ${path}`);
+  const handler = req.method === "GET" || req.method === "POST" ? routeFound[req.method] : undefined;
+  if (!handler) {
+    const allow = Object.keys(routeFound).join(", ");
+    return httpError(ctx, call, 405, "method_not_allowed", `${path} answers ${allow} only`, { allow });
+  }
+  if (req.method === "POST") {
+    const body = await readBody(req, BODY_LIMIT_BYTES);
+    if (body === undefined) {
+      return httpError(ctx, call, 413, "invalid_request", `The body is over ${BODY_LIMIT_BYTES} bytes`);
+    }
+    call.body = body;
+  }
+  return handler(ctx, call);
+}
+
+/**
+ * The base URL for links, `iss` and audiences: PUBLIC_URL, or a loopback Host; undefined means refuse.
+ * DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1 reaches this server with
+ * `Host: evil.example`, so only names that are ours are served (MCP Streamable HTTP: servers must validate).
+ * A loopback Host is believed only from a loopback peer: another machine saying "localhost" is lying.
+ */
+function baseUrl(ctx: Context, req: IncomingMessage): string | undefined {
+  const host = (req.headers.host ?? "").toLowerCase();
+  const publicUrl = ctx.config.publicUrl;
+  if (publicUrl && host === publicUrl.host) return publicUrl.base;
+  if (!isLoopbackHostHeader(host) || !isLoopbackAddress(req.socket?.remoteAddress)) return undefined;
+  return publicUrl ? publicUrl.base : `http://${host}${mountPath(ctx, req)}`;
+}
+
+/** Where the handler is mounted: the basePath option, Express's req.baseUrl, or PUBLIC_URL's path. */
+function mountPath(ctx: Context, req: IncomingMessage & { baseUrl?: string }): string {
+  return ctx.config.basePath ?? (req.baseUrl || ctx.config.publicUrl?.path || "");
+}
+
+/** A Host header naming loopback, checked part by part: valid IPv4 octets, a bracketed IPv6, a port in range. */
+const LOOPBACK_HOST = /^(?:localhost|127(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}|\[::1\])(?::([1-9]\d{0,4}))?$/;
+function isLoopbackHostHeader(host: string): boolean {
+  const match = LOOPBACK_HOST.exec(host);
+  return match !== null && Number(match[1] ?? 80) <= 65535;
+}
+function isLoopbackAddress(address: string | undefined): boolean {
+  return address !== undefined && /^(?:127\.|::ffff:127\.|::1$)/.test(address);
+}
+
+/** Errors outside a handler's own checks, in the shape the path speaks: JSON-RPC on MCP, OAuth elsewhere. */
+function httpError(
+  ctx: Context,
+  call: HttpCall,
+  status: number,
+  error: string,
+  description: string,
+  headers: Record<string, string> = {},
+) {
+  if (mcpPathTtl(ctx.config, call.path) !== undefined) {
+    return rpcError(ctx, call, { status, code: status === 413 ? -32600 : -32000, message: description, headers });
+  }
+  sendJson(call.res, status, { error, error_description: description }, headers);
+}
 
 /** Thrown when the client closes its connection mid-request: its business, not an error of ours. */
 class ClientGone extends Error {}
@@ -1407,119 +1240,548 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | undefin
     req.on("close", () => req.complete || reject(new ClientGone()));
   });
 }
+const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
 
-function send(res: ServerResponse, status: number, type: string, body: string, headers: Record<string, string> = {}) {
-  res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body), ...headers }).end(body);
-}
-const sendJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) =>
-  send(res, status, "application/json", JSON.stringify(body), headers);
+/** A node:http request listener; mount it in Express (`app.use("/lazy-auth", handler)`) or any server. */
+export type LazyAuthHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
-/** Every JSON-RPC error has one shape: {jsonrpc, id, error: {code, message, data?}}. */
-function rpcError(
-  res: ServerResponse,
-  status: number,
-  id: unknown,
-  code: number,
-  message: string,
-  headers: Record<string, string> = {},
-  data?: unknown,
-) {
-  sendJson(res, status, {
-    jsonrpc: "2.0",
-    id: id ?? null,
-    error: { code, message, ...(data !== undefined && { data }) },
-  }, headers);
+/** Builds everything the server answers. Options override the environment. */
+export async function createHandler(options: ServerOptions = {}): Promise<LazyAuthHandler> {
+  const ctx = await createContext(readConfig(options), options);
+  return (req, res) => handleRequest(ctx, req, res);
 }
 
-function parseJson(text: string): unknown {
+async function createContext(config: Config, options: ServerOptions): Promise<Context> {
+  const write = options.log;
+  const trace = consoleTrace(
+    write ? (lines) => lines.forEach(write) : (lines) => void process.stdout.write(`${lines.join("\n")}\n`),
+    config.logRequests,
+  );
+  const listener = options.onEvent;
+  const emit: Emit = (body) => {
+    const event = { ...body, at: Date.now() };
+    trace(event);
+    listener?.(event);
+  };
+  if (config.secret === undefined) {
+    emit({ type: "notice", message: "JWT_SECRET is not set: signing with a random secret for this process only" });
+  }
+  const keyBytes = config.secret === undefined ? randomBytes(32) : new TextEncoder().encode(config.secret);
+  const usages: KeyUsage[] = ["sign", "verify"];
+  const key = await crypto.subtle.importKey("raw", keyBytes, { name: "HMAC", hash: "SHA-256" }, false, usages);
+  const store = options.store ?? new MemoryStore({ maxEntries: config.storeMaxEntries });
+  return {
+    config,
+    key,
+    store: failClosed(store),
+    emit,
+    memoryEpoch: store.durable ? undefined : randomId(),
+    documents: { cache: new Map(), loading: new Map(), resolveHost: options.resolveHost ?? resolveWithDeadline },
+    elicitations: new Map(),
+    requestEvents: config.logRequests || listener !== undefined,
+  };
+}
+
+function handleRequest(ctx: Context, req: IncomingMessage, res: ServerResponse) {
+  const url = req.url ?? "/";
+  const split = url.indexOf("?");
+  let path = split === -1 ? url : url.slice(0, split);
+  // A framework that hands over the full path (no req.baseUrl) has it stripped of the mount here.
+  const mount = ctx.config.basePath;
+  if (mount && path.startsWith(`${mount}/`)) path = path.slice(mount.length);
+  const query = new URLSearchParams(split === -1 ? "" : url.slice(split + 1));
+  const call: HttpCall = { req, res, base: "", path, query, body: "" };
+  if (ctx.requestEvents) res.once("close", () => emitRequestEvent(ctx, call));
+  route(ctx, call).catch((error: unknown) => {
+    // Every failure becomes a JSON answer and the process lives; no stack trace leaves the server.
+    if (error instanceof ClientGone || res.headersSent) return void res.destroy(); // nobody to answer
+    if (error instanceof StoreUnavailable) {
+      ctx.emit({ type: "store_unavailable", detail: error.message });
+      return httpError(ctx, call, 503, "temporarily_unavailable", "The token store cannot answer; try again shortly");
+    }
+    ctx.emit({ type: "server_error", method: req.method ?? "", path, detail: String(error) });
+    httpError(ctx, call, 500, "server_error", "Internal error");
+  });
+}
+
+/** What was asked and answered, once the answer is sent (or the client left). Query values stay out: codes travel there. */
+function emitRequestEvent(ctx: Context, call: HttpCall) {
+  const { req, res } = call;
   try {
-    return JSON.parse(text);
+    ctx.emit({
+      type: "request",
+      method: req.method ?? "",
+      path: call.path,
+      status: res.writableFinished ? res.statusCode : undefined,
+      bearer: req.headers.authorization !== undefined,
+      agent: (req.headers["user-agent"] ?? "-").slice(0, 60),
+      client: call.client,
+    });
   } catch {
-    return undefined;
-  } // not JSON: each caller answers in its own shape
+    // A listener that throws after the answer went out has nobody left to answer: the process lives on.
+  }
 }
 
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value);
-const isJson = (contentType: string | undefined) => /^application\/json\s*(;|$)/i.test(contentType ?? "");
-/** Absent, or an array holding only allowed strings. */
-const isSubset = (value: unknown, allowed: string[]) =>
-  value === undefined || (Array.isArray(value) && value.every((item) => allowed.includes(item)));
-const isLoopbackHost = (hostname: string) => /^(localhost|127(\.\d{1,3}){3}|\[::1\]|::1)$/.test(hostname);
-/** A Host header naming loopback, checked part by part: valid IPv4 octets, a bracketed IPv6, a port in range. */
-const LOOPBACK_HOST = /^(?:localhost|127(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}|\[::1\])(?::([1-9]\d{0,4}))?$/;
-const isLoopbackHostHeader = (host: string) => {
-  const match = LOOPBACK_HOST.exec(host);
-  return match !== null && Number(match[1] ?? 80) <= 65535;
-};
+/** GET /: what is here, in plain text. */
+function landing(ctx: Context, call: HttpCall) {
+  send(call.res, 200, "text/plain; charset=utf-8", landingText(call.base, ctx.config.reactive));
+}
+
+function landingText(base: string, reactive: boolean): string {
+  const discovery = reactive
+    ? "only through a protected tool's 401 (REACTIVE_AUTH_ONLY)"
+    : `${base}/.well-known/oauth-protected-resource/mcp, ${base}/.well-known/oauth-authorization-server`;
+  return `Lazy-auth MCP server
+  MCP endpoint (Streamable HTTP, MCP 2025-03-26 to 2026-07-28): ${base}/mcp
+  Discovery: ${discovery}
+  Same endpoint with tokens that live N seconds (1-86400): ${base}/ttl/N/mcp
+  OAuth: ${base}/authorize ${base}/token ${base}/register
+  Tools: get_secret and revoke_auth_token (protected); whoami, show_auth_button, elicit_url, elicit_by_error
+`;
+}
+
+// ─── Start ───────────────────────────────
+
+export interface RunningServer {
+  url: string; // base URL on loopback, e.g. http://127.0.0.1:3097
+  server: Server;
+  /** Stops accepting, lets requests in flight finish for up to `graceMs`, then cuts what remains. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Creates the handler and listens. Options override the environment (tests listen on port 0). */
+export async function startServer(options: ServerOptions = {}): Promise<RunningServer> {
+  const config = readConfig(options);
+  const handler = await createHandler(options);
+  const { port, host, headersTimeoutMs, requestTimeoutMs } = config;
+  let draining = false;
+  const inFlight = new Map<ServerResponse, IncomingMessage>();
+  // Timeouts are checked this often: short ones (tests) must bite soon after they pass.
+  const connectionsCheckingInterval = Math.min(1000, Math.ceil(Math.min(headersTimeoutMs, requestTimeoutMs) / 4));
+  const server = createServer({ connectionsCheckingInterval }, (req, res) => {
+    inFlight.set(res, req);
+    res.once("close", () => inFlight.delete(res));
+    if (draining) res.setHeader("connection", "close");
+    handler(req, res);
+  });
+  // Slow clients are cut in seconds, not Node's minutes: 10 s for the headers and for the whole request
+  // (a 64 KiB body at 6.5 KB/s). A client that stalls mid-body no longer holds its buffer for five minutes.
+  server.headersTimeout = headersTimeoutMs;
+  server.requestTimeout = requestTimeoutMs;
+  // A deep listen queue: a burst of connections waits in the kernel, not in SYN retries that take seconds.
+  // 4096 is Linux's default somaxconn, the cap the kernel applies anyway; Node's own default is 511.
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ port, host, backlog: 4096 }, () => resolve());
+  });
+  const address = server.address();
+  const listeningPort = typeof address === "object" && address ? address.port : port;
+  const loopbackName = host === "localhost" ? "localhost" : host.includes(":") ? "[::1]" : "127.0.0.1";
+  return {
+    url: `http://${loopbackName}:${listeningPort}`,
+    server,
+    // A drain, not a cut: stop accepting; every answer from now on says Connection: close, and each
+    // keep-alive connection closes after its current answer; what still runs after the grace period is cut.
+    close: (graceMs = config.shutdownGraceMs) =>
+      new Promise<void>((resolve) => {
+        draining = true;
+        for (const [res, req] of inFlight) {
+          if (!res.headersSent) res.setHeader("connection", "close");
+          else res.once("finish", () => req.socket.end()); // already answering with keep-alive: end after it
+        }
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        setTimeout(() => server.closeAllConnections(), graceMs).unref();
+      }),
+  };
+}
+
+// ─── The console trace ───────────────────
+// The default reader of the event stream: one line per event, as a person watching a demo wants it.
+// Lines are gathered and written once per event-loop turn, and formatted only then, off the request path.
+
+/** The trace line for one event, escaped; undefined for events the trace leaves out. */
+export function traceLine(event: LazyAuthEvent): string | undefined {
+  const line = describe(event);
+  return line === undefined ? undefined : escapeForLog(line);
+}
+
+function describe(event: LazyAuthEvent): string | undefined {
+  const name = (client: ClientLabel) => `${JSON.stringify(client.name)} (${client.id})`;
+  switch (event.type) {
+    case "request": {
+      const status = event.status ?? "(closed before an answer)";
+      const bearer = event.bearer ? "yes" : "no";
+      return `[request] ${event.method} ${event.path} → ${status} bearer=${bearer} ${JSON.stringify(event.agent)}`;
+    }
+    case "challenge":
+      return event.tokenSent ? `[oauth] ${event.tool} refused: the token is invalid, expired or revoked` : undefined;
+    case "client_registered":
+      return `[oauth] client registered: ${name(event.client)}`;
+    case "consent_shown":
+      return `[oauth] consent page shown for ${name(event.client)}`;
+    case "consent_approved":
+      return `[oauth] code issued to ${name(event.client)}`;
+    case "consent_denied":
+      return `[oauth] consent denied to ${name(event.client)}`;
+    case "consent_refused":
+      return `[oauth] consent refused: ${event.reason}`;
+    case "code_exchanged":
+      return `[oauth] code exchanged: session ${event.session} started for ${name(event.client)}`;
+    case "code_replayed":
+      return `[oauth] code replayed: session ${event.session}`;
+    case "tokens_refreshed":
+      return `[oauth] tokens refreshed for session ${event.session}`;
+    case "refresh_reused":
+      return `[oauth] refresh token reused: session ${event.session}`;
+    case "session_revoked":
+      return `[oauth] session ${event.session} revoked: ${event.reason}`;
+    case "oauth_error":
+      return `[oauth] rejected ${event.error}: ${event.description}`;
+    case "host_refused":
+      return `[http] refused Host ${event.host}`;
+    case "metadata_document_refused":
+      return `[oauth] metadata document ${event.url} not used: ${event.reason}`;
+    case "store_unavailable":
+      return `[oauth] store unavailable: ${event.detail}`;
+    case "elicitation_visited":
+      return `[elicitation] page visited for ${event.tool}`;
+    case "server_error":
+      return `[error] ${event.method} ${event.path}: ${event.detail}`;
+    case "notice":
+      return event.message;
+    case "rpc_error":
+      return undefined; // the request line says it
+  }
+}
+
+/** A trace that writes its lines in one batch per event-loop turn. */
+function consoleTrace(writeLines: (lines: string[]) => void, logRequests: boolean): (event: LazyAuthEvent) => void {
+  let pending: LazyAuthEvent[] = [];
+  const flush = () => {
+    const events = pending;
+    pending = [];
+    const lines = events.map(traceLine).filter((line) => line !== undefined);
+    try {
+      if (lines.length > 0) writeLines(lines);
+    } catch {
+      // A log sink that throws loses its lines; it must not take the server down with it.
+    }
+  };
+  return (event) => {
+    if (event.type === "request" && !logRequests) return;
+    if (pending.length === 0) setImmediate(flush);
+    pending.push(event);
+  };
+}
+
+// Control characters, line separators and bidi controls: in a log line they could start a forged line or
+// reverse the text around them; on the consent page they could disguise a client's name.
 // deno-lint-ignore no-control-regex -- finding control characters is the point
-const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/g;
-const hasControlCharacters = (text: string) => text.search(CONTROL_CHARACTERS) !== -1;
-/** A log line shows control characters as \u escapes, so no value inside it can start a line of its own. */
-const escapeControl = (line: string) =>
-  line.replace(CONTROL_CHARACTERS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
-/** Client input echoed in an error message: strings quoted and cut short, anything else only named. */
-const quote = (
-  value: unknown,
-) => (typeof value === "string" ? JSON.stringify(value.slice(0, 100)) : `(${typeof value})`);
-const escapeHtml = (text: string) => text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-
-/** RFC 6749 §3.1, §3.2: a parameter sent twice is ambiguous, so requests must not repeat one. */
-function repeatedName(params: URLSearchParams): string | undefined {
-  const names = [...params.keys()];
-  return names.find((name, index) => names.indexOf(name) !== index);
+const UNSAFE_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+function hasUnsafeCharacters(text: string): boolean {
+  return text.search(UNSAFE_CHARACTERS) !== -1;
+}
+/** The one escaping point for logs: unsafe characters become \u escapes, so no value can forge a line. */
+function escapeForLog(line: string): string {
+  return line.replace(UNSAFE_CHARACTERS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
-/** PKCE S256 (RFC 7636 §4.2): base64url(SHA-256(verifier)). */
-const s256 = (verifier: string) => createHash("sha256").update(verifier).digest("base64url");
+// ─── Client ID Metadata Documents ────────
+// A client_id that is a URL names the client's own metadata document (MCP authorization, CIMD draft).
+// It is fetched and checked, never trusted: its redirect_uris are what stands between a code and a
+// phishing page. Fetching a URL a stranger chose is also a way into the server's network (SSRF), so the
+// fetch is fenced: https (loopback http only while the server itself is loopback-only), no redirects,
+// one deadline over name resolution and fetch, a size cap, a bound on loads at once, never an address
+// inside a private or special-purpose network, and the connection made to the very address checked.
+// A remote caller learns only that the document could not be used; the reason goes to the event stream.
 
-/** Constant-time comparison, so response timing does not reveal how much of a secret matched. */
-function sameString(a: string, b: string): boolean {
-  const [left, right] = [Buffer.from(a), Buffer.from(b)];
-  return left.length === right.length && timingSafeEqual(left, right);
+const METADATA_MAX_BYTES = 16 * 1024;
+const METADATA_CACHE_SIZE = 1_000;
+const METADATA_LOADS_AT_ONCE = 16;
+
+interface DocumentLoads {
+  cache: Map<string, { client: Client; until: number }>;
+  loading: Map<string, Promise<Client | undefined>>; // one load per URL, however many requests wait on it
+  resolveHost: (hostname: string, signal: AbortSignal) => Promise<string[]>;
+}
+
+/** The checked client, or undefined (the reason is in a `metadata_document_refused` event). */
+function loadClientDocument(ctx: Context, clientId: string): Promise<Client | undefined> {
+  const { cache, loading } = ctx.documents;
+  const cached = cache.get(clientId);
+  if (cached && cached.until > Date.now()) return Promise.resolve(cached.client);
+  const waiting = loading.get(clientId);
+  if (waiting) return waiting;
+  const refuse = (reason: string) => {
+    ctx.emit({ type: "metadata_document_refused", url: clientLabel(clientId).id, reason });
+    return undefined;
+  };
+  if (loading.size >= METADATA_LOADS_AT_ONCE) return Promise.resolve(refuse("too many documents loading at once"));
+  const load = fetchClientDocument(ctx, clientId).then((outcome) => {
+    if (typeof outcome === "string") return refuse(outcome);
+    if (outcome.maxAge > 0) {
+      if (cache.size >= METADATA_CACHE_SIZE) cache.delete(cache.keys().next().value ?? ""); // the oldest goes
+      cache.set(clientId, { client: outcome.client, until: Date.now() + Math.min(outcome.maxAge, 3600) * 1000 });
+    }
+    return outcome.client;
+  }).finally(() => loading.delete(clientId));
+  loading.set(clientId, load);
+  return load;
+}
+
+/** Fetches and checks one document under one deadline; returns the client and its cache lifetime, or why not. */
+async function fetchClientDocument(
+  ctx: Context,
+  clientId: string,
+): Promise<{ client: Client; maxAge: number } | string> {
+  const url = new URL(clientId);
+  const loopbackAllowed = ctx.config.loopbackOnly;
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && loopbackAllowed && isLoopbackHost(url.hostname))) {
+    return "a client_id URL must be https (http only on loopback, while this server is loopback-only)";
+  }
+  if (url.pathname === "/" || url.hash || url.username || url.password) {
+    return "a client_id URL must have a path and no fragment or credentials";
+  }
+  const deadline = AbortSignal.timeout(ctx.config.metadataTimeoutMs);
+  const address = await checkedAddress(ctx, url.hostname, loopbackAllowed, deadline);
+  if ("problem" in address) return address.problem;
+  const response = await getPinned(url, address.ip, deadline);
+  if (typeof response === "string") return response;
+  const document = parseJson(response.text);
+  if (!isObject(document) || document.client_id !== clientId) return "does not name this URL as its client_id";
+  const checked = checkClientMetadata(document);
+  if ("error" in checked) return checked.description;
+  const client = { name: checked.name ?? clientId, redirectUris: checked.redirectUris };
+  const cacheControl = response.cacheControl;
+  const maxAge = /no-store|no-cache/i.test(cacheControl)
+    ? 0
+    : Number(/(?:^|,)\s*max-age=(\d+)/i.exec(cacheControl)?.[1] ?? 0);
+  return { client: { ...client, label: clientLabel(clientId, client.name) }, maxAge };
+}
+
+/** The one address to connect to, once every address the name resolves to has passed the fence. */
+async function checkedAddress(
+  ctx: Context,
+  hostname: string,
+  loopbackAllowed: boolean,
+  deadline: AbortSignal,
+): Promise<{ ip: string } | { problem: string }> {
+  const bare = hostname.replace(/^\[|\]$/g, "");
+  let addresses: string[];
+  if (isIP(bare)) addresses = [bare];
+  else if (bare === "localhost") addresses = ["127.0.0.1"]; // never asked of DNS
+  else {
+    const resolved = await abortable(ctx.documents.resolveHost(bare, deadline), deadline).catch(() => undefined);
+    if (!resolved || resolved.length === 0) return { problem: `its host does not resolve (in time)` };
+    addresses = resolved;
+  }
+  for (const address of addresses) {
+    const problem = addressProblem(address, loopbackAllowed);
+    if (problem) return { problem: `its host resolves to ${address}: ${problem}` };
+  }
+  return { ip: addresses[0] };
+}
+
+/** The system's DNS through c-ares (not the thread pool getaddrinfo uses), cancelled at the deadline. */
+async function resolveWithDeadline(hostname: string, deadline: AbortSignal): Promise<string[]> {
+  const resolver = new Resolver({ timeout: 1000, tries: 2 });
+  deadline.addEventListener("abort", () => resolver.cancel(), { once: true });
+  const answers = await Promise.allSettled([resolver.resolve4(hostname), resolver.resolve6(hostname)]);
+  return answers.flatMap((answer) => (answer.status === "fulfilled" ? answer.value : []));
+}
+
+/** The promise, or a rejection as soon as `signal` aborts: no stand-in resolver outlives the deadline. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+    promise.then(resolve, reject);
+  });
 }
 
 /**
- * Why a server-side fetch must not go to `hostname`, or undefined: every address it resolves to must be
- * public or loopback — never a private network, link-local, or reserved one (SSRF). Demo only: a production
- * server also pins the connection to the address it checked, so a second DNS answer cannot differ.
+ * GET the document from `ip` itself, not from a second name lookup (which could answer differently:
+ * DNS rebinding). TLS still checks the certificate against the URL's host name (`servername`).
  */
-async function fetchRefusal(hostname: string): Promise<string | undefined> {
-  const bare = hostname.replace(/^\[|\]$/g, "");
-  const addresses = isIP(bare)
-    ? [bare]
-    : await lookup(bare, { all: true }).then((found) => found.map((entry) => entry.address), () => undefined);
-  if (!addresses) return `its host ${quote(hostname)} does not resolve`;
-  const inside = addresses.find((address) => !isPublicOrLoopback(address));
-  return inside && `its host resolves to a private or reserved address (${inside})`;
+function getPinned(
+  url: URL,
+  ip: string,
+  deadline: AbortSignal,
+): Promise<{ text: string; cacheControl: string } | string> {
+  return new Promise((resolve) => {
+    const https = url.protocol === "https:";
+    const options = {
+      host: ip,
+      port: url.port || (https ? 443 : 80),
+      path: `${url.pathname}${url.search}`,
+      headers: { host: url.host, accept: "application/json" },
+      agent: false as const,
+      ...(https && !isIP(url.hostname.replace(/^\[|\]$/g, "")) && { servername: url.hostname }),
+    };
+    const request = (https ? httpsRequest : httpRequest)(options, (response) => {
+      const status = response.statusCode ?? 0;
+      if (status !== 200) {
+        response.destroy();
+        return resolve(status >= 300 && status < 400 ? "it redirects; redirects are not followed" : `HTTP ${status}`);
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      response.on("data", (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > METADATA_MAX_BYTES) {
+          response.destroy();
+          return resolve(`it is over ${METADATA_MAX_BYTES} bytes`);
+        }
+        chunks.push(chunk);
+      });
+      response.on("end", () => {
+        const cacheControl = String(response.headers["cache-control"] ?? "");
+        resolve({ text: Buffer.concat(chunks).toString("utf8"), cacheControl });
+      });
+      response.on("error", () => resolve("the connection broke"));
+    });
+    const onAbort = () => request.destroy(new Error("deadline"));
+    deadline.addEventListener("abort", onAbort, { once: true });
+    request.on("error", () => resolve(deadline.aborted ? "it did not arrive in time" : "it is unreachable"));
+    request.on("close", () => deadline.removeEventListener("abort", onAbort));
+    request.end();
+  });
 }
 
-function isPublicOrLoopback(address: string): boolean {
-  const v4 = /^(?:::ffff:)?(\d+)\.(\d+)\.(\d+)\.(\d+)$/i.exec(address)?.slice(1).map(Number);
-  if (v4) {
-    const [a, b, c] = v4;
-    if (a === 127) return true;
-    const inside = a === 0 || a === 10 || a >= 224 || (a === 100 && b >= 64 && b < 128) || (a === 169 && b === 254) ||
-      (a === 172 && b >= 16 && b < 32) || (a === 192 && b === 168) || (a === 192 && b === 0 && c === 0) ||
-      (a === 198 && (b === 18 || b === 19));
-    return !inside;
-  }
-  const v6 = address.toLowerCase();
-  if (v6 === "::1") return true;
-  // unspecified, unique-local fc00::/7, link-local fe80::/10, multicast, other IPv4-mapped or NAT64 forms
-  return !(v6 === "::" || /^f[cd]/.test(v6) || /^fe[89ab]/.test(v6) || /^ff/.test(v6) || /^::ffff:|^64:ff9b:/.test(v6));
+// Special-purpose IPv4 ranges (RFC 6890 and its registry): none of them is a public web server.
+const IPV4_SPECIAL: [string, string][] = [
+  ["0.0.0.0/8", "this network"],
+  ["10.0.0.0/8", "private"],
+  ["100.64.0.0/10", "shared address space"],
+  ["127.0.0.0/8", "loopback"],
+  ["169.254.0.0/16", "link-local"],
+  ["172.16.0.0/12", "private"],
+  ["192.0.0.0/24", "IETF protocol assignments"],
+  ["192.0.2.0/24", "documentation"],
+  ["192.88.99.0/24", "6to4 relay"],
+  ["192.168.0.0/16", "private"],
+  ["198.18.0.0/15", "benchmarking"],
+  ["198.51.100.0/24", "documentation"],
+  ["203.0.113.0/24", "documentation"],
+  ["224.0.0.0/4", "multicast"],
+  ["240.0.0.0/4", "reserved"],
+];
+
+/** Why a server-side fetch must not connect to `address`, or undefined when it is a public address. */
+function addressProblem(address: string, loopbackAllowed: boolean): string | undefined {
+  const v4 = ipv4Number(address);
+  if (v4 !== undefined) return ipv4Problem(v4, loopbackAllowed);
+  const groups = ipv6Groups(address);
+  if (!groups) return "not an IP address";
+  const [g0, g1] = groups;
+  const zeros = (from: number, to: number) => groups.slice(from, to).every((group) => group === 0);
+  // An address that embeds an IPv4 address is judged by it: mapped ::ffff:a.b.c.d, compatible ::a.b.c.d,
+  // NAT64 64:ff9b::a.b.c.d (RFC 6052), 6to4 2002:AABB:CCDD:: (RFC 3056).
+  const low = groups[6] * 65536 + groups[7];
+  if (zeros(0, 5) && groups[5] === 0xffff) return ipv4Problem(low, loopbackAllowed);
+  if (zeros(0, 6) && low > 1) return ipv4Problem(low, loopbackAllowed);
+  if (g0 === 0x64 && g1 === 0xff9b && zeros(2, 6)) return ipv4Problem(low, loopbackAllowed);
+  if (g0 === 0x2002) return ipv4Problem(g1 * 65536 + groups[2], loopbackAllowed);
+  if (zeros(0, 7) && groups[7] === 1) return loopbackAllowed ? undefined : "loopback";
+  // Only global unicast 2000::/3 is public; inside it, 2001::/23 (Teredo among others) and the
+  // documentation ranges are special-purpose. Outside it: unspecified, unique-local, link-local, the
+  // deprecated site-local fec0::/10, multicast, …
+  if ((g0 & 0xe000) !== 0x2000) return "not a global unicast address";
+  if (g0 === 0x2001 && g1 < 0x200) return "special-purpose (2001::/23, Teredo among them)";
+  if ((g0 === 0x2001 && g1 === 0xdb8) || (g0 === 0x3fff && g1 < 0x1000)) return "documentation";
+  return undefined;
 }
 
-/** A response body up to `limit` bytes, or undefined past it (the rest is not read). */
-async function readCapped(response: Response, limit: number): Promise<string | undefined> {
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of response.body ?? []) {
-    size += chunk.length;
-    if (size > limit) return undefined; // leaving the loop cancels the stream
-    chunks.push(chunk);
+function ipv4Problem(address: number, loopbackAllowed: boolean): string | undefined {
+  for (const [range, kind] of IPV4_SPECIAL) {
+    const [base, bits] = range.split("/");
+    const size = 2 ** (32 - Number(bits));
+    const start = ipv4Number(base) ?? 0;
+    if (address >= start && address < start + size) {
+      return kind === "loopback" && loopbackAllowed ? undefined : `a ${kind} address`;
+    }
   }
-  return Buffer.concat(chunks).toString("utf8");
+  return undefined;
+}
+
+/** Dotted IPv4 as one number, or undefined. */
+function ipv4Number(address: string): number | undefined {
+  const parts = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(address)?.slice(1).map(Number);
+  if (!parts || parts.some((part) => part > 255)) return undefined;
+  return ((parts[0] * 256 + parts[1]) * 256 + parts[2]) * 256 + parts[3];
+}
+
+/** An IPv6 address as its eight 16-bit groups ("::" expanded, a dotted IPv4 tail converted), or undefined. */
+function ipv6Groups(address: string): number[] | undefined {
+  let text = address.toLowerCase();
+  const tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (tail) {
+    const v4 = ipv4Number(tail[1]);
+    if (v4 === undefined) return undefined;
+    text = `${text.slice(0, tail.index)}${Math.floor(v4 / 65536).toString(16)}:${(v4 % 65536).toString(16)}`;
+  }
+  const halves = text.split("::");
+  if (halves.length > 2) return undefined;
+  const groupsOf = (half: string) => (half === "" ? [] : half.split(":"));
+  const [head, rest] = [groupsOf(halves[0]), halves.length === 2 ? groupsOf(halves[1]) : []];
+  const missing = 8 - head.length - rest.length;
+  if (halves.length === 1 ? missing !== 0 : missing < 1) return undefined;
+  const all = [...head, ...Array(halves.length === 2 ? missing : 0).fill("0"), ...rest];
+  if (!all.every((group) => /^[0-9a-f]{1,4}$/.test(group))) return undefined;
+  return all.map((group) => parseInt(group, 16));
+}
+
+// ─── The 2026-07-28 transport checks ─────
+// MCP 2026-07-28 Streamable HTTP: the routing headers must be present and agree with the body, or the
+// request is refused before the lazy-auth gate and before any tool. This is part of the lazy-auth lesson:
+// a gateway that let `Mcp-Name: whoami` through unauthenticated while the body called get_secret would
+// leak the secret. The gate decides on the body; a request whose headers disagree never reaches it.
+
+function checkModernRequest(
+  req: IncomingMessage,
+  request: RpcRequest,
+  meta: Record<string, unknown>,
+): Rejection | undefined {
+  const { method, params } = request;
+  const requested = meta[META_VERSION];
+  const header = req.headers["mcp-protocol-version"];
+  if (typeof requested !== "string" || !isObject(meta[META_CAPABILITIES])) {
+    return { code: -32602, message: `Invalid params: _meta must carry ${META_VERSION} and ${META_CAPABILITIES}` };
+  }
+  if (header !== requested) {
+    const message = `Header mismatch: MCP-Protocol-Version is ${quoteInput(header)}, the body says ${
+      quoteInput(requested)
+    }`;
+    return { code: -32020, message };
+  }
+  if (requested !== MODERN_VERSION) {
+    return { code: -32022, message: "Unsupported protocol version", data: { supported: ALL_VERSIONS, requested } };
+  }
+  const methodHeader = req.headers["mcp-method"];
+  if (methodHeader !== method) {
+    const message = `Header mismatch: Mcp-Method is ${quoteInput(methodHeader)}, the body calls ${quoteInput(method)}`;
+    return { code: -32020, message };
+  }
+  // Mcp-Name mirrors the tool name on tools/call and the URI on resources/read.
+  const named = method === "tools/call" ? params.name : params.uri;
+  const nameHeader = decodeHeaderValue(req.headers["mcp-name"]);
+  if ((method === "tools/call" || method === "resources/read") && nameHeader !== named) {
+    const message = `Header mismatch: Mcp-Name is ${quoteInput(nameHeader)}, the body names ${quoteInput(named)}`;
+    return { code: -32020, message };
+  }
+  return undefined;
+}
+
+/** 2025 era: a MCP-Protocol-Version header, when sent, must name a version spoken here (2025-06-18 §Transports). */
+function checkHandshakeRequest(req: IncomingMessage): Rejection | undefined {
+  const header = req.headers["mcp-protocol-version"];
+  if (header === undefined || HANDSHAKE_VERSIONS.includes(String(header))) return undefined;
+  return {
+    code: -32022,
+    message: "Unsupported protocol version",
+    data: { supported: ALL_VERSIONS, requested: header },
+  };
 }
 
 /** MCP headers carry non-ASCII values as =?base64?…?= (2026-07-28 transport); decode before comparing. */
@@ -1529,15 +1791,31 @@ function decodeHeaderValue(value: string | string[] | undefined): string | undef
   return encoded === undefined ? value : Buffer.from(encoded, "base64").toString("utf8");
 }
 
-// ─── The MCP App's documents ───────────
-// The views the App section serves, as plain HTML with a short inline script each: no build step, and no
-// external script or font, which a host's default Content-Security-Policy would block anyway.
+// ─── The MCP App ─────────────────────────
+// Two small views a host renders in a sandboxed iframe (MCP Apps, 2026-01-26): each tool names its view
+// in _meta.ui.resourceUri (see the tool list), and the host reads it with resources/read. The views talk
+// to the host by postMessage and reach this server only through the host's tools/call, so a host's 401 →
+// OAuth → retry happens for them too: that is the lazy-auth demo inside a host. They are plain HTML with a
+// short inline script each: no build step, and no external script or font, which a host's default
+// Content-Security-Policy would block anyway.
 
-const APP_MIME = "text/html;profile=mcp-app"; // the exact type MCP Apps hosts look for
-const AUTH_BUTTON_APP_URI = "ui://lazy-auth/auth-button.html";
-const SECRET_APP_URI = "ui://lazy-auth/secret.html";
-/** A tool's link to its view; the flat key is the older spelling some hosts still read. */
-const appMeta = (resourceUri: string) => ({ ui: { resourceUri }, "ui/resourceUri": resourceUri });
+const VIEW_MIME = "text/html;profile=mcp-app"; // the exact type MCP Apps hosts look for
+const VIEW_RESOURCES = [
+  { uri: AUTH_BUTTON_VIEW_URI, name: "Auth me button", mimeType: VIEW_MIME, description: "Calls get_secret" },
+  { uri: SECRET_VIEW_URI, name: "Secret", mimeType: VIEW_MIME, description: "Shows what get_secret returned" },
+];
+
+function readResource(params: Record<string, unknown>, era: Era): Outcome {
+  const { uri } = params;
+  if (typeof uri !== "string") return { error: { code: -32602, message: "Invalid params: uri is required" } };
+  const text = uri === AUTH_BUTTON_VIEW_URI ? AUTH_BUTTON_VIEW : uri === SECRET_VIEW_URI ? SECRET_VIEW : undefined;
+  if (text === undefined) {
+    // Resource not found: -32002 in the 2025 specifications, -32602 from 2026-07-28 (SEP-2164).
+    const code = era === "2026-07-28" ? -32602 : -32002;
+    return { error: { code, message: `Resource not found: ${quoteInput(uri)}`, data: { uri } } };
+  }
+  return { result: { contents: [{ uri, mimeType: VIEW_MIME, text }] } };
+}
 
 /** What both views share: the host's theme (else the system's), and three small helpers for their scripts. */
 const VIEW_STYLE = `
@@ -1558,7 +1836,7 @@ function followTheme(context) {
   if (theme === "light" || theme === "dark") document.documentElement.dataset.theme = theme;
 }`;
 
-const AUTH_BUTTON_APP = `<!doctype html>
+const AUTH_BUTTON_VIEW = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Auth me</title>
 <style>
 ${VIEW_STYLE}
@@ -1632,7 +1910,7 @@ request("ui/initialize", {
 </body></html>
 `;
 
-const SECRET_APP = `<!doctype html>
+const SECRET_VIEW = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Secret</title>
 <style>
 ${VIEW_STYLE}
@@ -1683,18 +1961,259 @@ send({
 </body></html>
 `;
 
+// ─── URL elicitation ─────────────────────
+// Sending the user to a page (say, a third party's sign-in) before a tool can finish. The elicitation is a
+// signed token — the page's id, the 2025 elicitationId and the 2026 requestState at once — so no instance
+// has to remember it. A link counts on its first visit only, and that visit completes one call of the tool
+// it was shown for; both are recorded in the single-use store (shared, with Redis). Demo only: with no
+// cookies, nothing proves that the browser visiting is the caller's. A real server signs the user in on
+// that page and records the visit for that user alone. Here the caller is the token's user, or anonymous.
+
+const ELICITATION_TTL_SECONDS = 600;
+const OPEN_ELICITATION_STREAMS = 32; // 2025 elicit_url holds a connection open while it waits
+
+const callerName = (caller: Caller) => String(caller.claims?.sub ?? "anonymous");
+const visitKey = (tool: unknown, sub: unknown) => `elicitation-visited:${tool}:${sub}`;
+
+/** The two elicitation tools: the 2025 era and 2026-07-28 ask the user in different ways. */
+function elicit(ctx: Context, call: HttpCall, request: RpcRequest, caller: Caller, era: Era): Promise<Outcome> {
+  const tool = String(request.params.name);
+  if (era === "2026-07-28") return elicitByInputRequest(ctx, call, tool, request.params, caller);
+  if (tool === "elicit_by_error") return elicitByError(ctx, call, caller);
+  return elicitDuringCall(ctx, call, request.id, caller);
+}
+
+async function newElicitation(ctx: Context, base: string, tool: string, caller: Caller) {
+  const claims = { jti: randomId(), tool, sub: callerName(caller) };
+  const id = await sign(ctx, "elicitation", issuerOf(ctx, base), claims, ELICITATION_TTL_SECONDS);
+  const message = "Open this page to go on: it stands in for a third party's sign-in.";
+  return { id, url: `${base}/elicitation-callback?id=${id}`, message };
+}
+
+/** Takes one visit of the caller's for `tool`, looking again every 200 ms for up to `waitMs`. */
+async function visited(ctx: Context, tool: string, caller: Caller, waitMs: number): Promise<boolean> {
+  const deadline = Date.now() + waitMs;
+  while (!(await ctx.store.takeFlag(visitKey(tool, callerName(caller))))) {
+    if (Date.now() >= deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  return true;
+}
+
+/**
+ * 2025 era, error form: the call fails with -32042 naming the page; the host opens it and retries. Any
+ * unspent visit of the caller's for this tool counts, so a host that retried too early and got a second
+ * page is fine.
+ */
+async function elicitByError(ctx: Context, call: HttpCall, caller: Caller): Promise<Outcome> {
+  if (await visited(ctx, "elicit_by_error", caller, 0)) {
+    return toolText("You have been to the page: elicit_by_error is done.");
+  }
+  const { id, url, message } = await newElicitation(ctx, call.base, "elicit_by_error", caller);
+  const elicitations = [{ mode: "url", elicitationId: id, url, message }];
+  return { error: { code: -32042, message: "This tool needs you to open a page first", data: { elicitations } } };
+}
+
+/**
+ * 2026-07-28: no server-to-client requests and no -32042. The tool answers `input_required` with a URL
+ * elicitation and a signed requestState; the client asks the user, then retries with both. A state is
+ * good once, for its tool and caller, until it expires.
+ */
+async function elicitByInputRequest(
+  ctx: Context,
+  call: HttpCall,
+  tool: string,
+  params: Record<string, unknown>,
+  caller: Caller,
+): Promise<Outcome> {
+  const capabilities = isObject(params._meta) ? params._meta[META_CAPABILITIES] : undefined;
+  const elicitation = isObject(capabilities) ? capabilities.elicitation : undefined;
+  if (!isObject(elicitation) || !isObject(elicitation.url)) {
+    const data = { requiredCapabilities: { elicitation: { url: {} } } };
+    return {
+      status: 400,
+      error: { code: -32021, message: "Missing required client capability: elicitation.url", data },
+    };
+  }
+  if (params.requestState !== undefined) {
+    const state = typeof params.requestState === "string"
+      ? await verify(ctx, "elicitation", params.requestState, issuerOf(ctx, call.base))
+      : undefined;
+    if (!state?.jti || !state.exp || state.tool !== tool || state.sub !== callerName(caller)) {
+      return { error: { code: -32602, message: "Invalid params: requestState is invalid or expired" } };
+    }
+    const response = isObject(params.inputResponses) ? params.inputResponses.visit : undefined;
+    if (isObject(response) && response.action !== "accept") {
+      return toolText("You declined to open the page: nothing done.");
+    }
+    if (!(await ctx.store.spendOnce(state.jti, state.exp))) {
+      return { error: { code: -32602, message: "Invalid params: this requestState was already used" } };
+    }
+    // The client retries as soon as the user agrees, usually before the page is open: wait a moment.
+    if (await visited(ctx, tool, caller, 3000)) return toolText(`You have been to the page: ${tool} is done.`);
+  }
+  const { id, url, message } = await newElicitation(ctx, call.base, tool, caller);
+  const inputRequests = { visit: { method: "elicitation/create", params: { mode: "url", message, url } } };
+  return { result: { resultType: "input_required", inputRequests, requestState: id } };
+}
+
+/**
+ * 2025 era, during the call: the tools/call answer becomes an SSE stream carrying an elicitation/create
+ * request; the client's answer arrives as a POST of its own (202, see readRpcRequest), matched by an
+ * unguessable id. That POST must reach this instance: behind a balancer, this tool needs sticky routing.
+ */
+async function elicitDuringCall(ctx: Context, call: HttpCall, id: unknown, caller: Caller): Promise<Outcome> {
+  // Each stream holds a connection for up to a minute, and anyone may open one: they are bounded.
+  if (ctx.elicitations.size >= OPEN_ELICITATION_STREAMS) {
+    return { status: 503, error: { code: -32000, message: "Too many elicitations are waiting; try again shortly" } };
+  }
+  const { res } = call;
+  const elicitation = await newElicitation(ctx, call.base, "elicit_url", caller);
+  const requestId = `elicit-${randomId()}`;
+  const waitMs = ctx.config.elicitationWaitMs;
+  const answered = new Promise<Record<string, unknown> | undefined>((resolve) => {
+    ctx.elicitations.set(requestId, resolve);
+    setTimeout(() => resolve(undefined), waitMs).unref();
+    res.once("close", () => resolve(undefined)); // the client went away (or the stream ended)
+  }).finally(() => ctx.elicitations.delete(requestId));
+  // No `id:` lines: with event ids a client would treat the stream as resumable and come back with GET.
+  const event = (message: Record<string, unknown>) => res.write(`data: ${JSON.stringify(message)}\n\n`);
+  const finish = (text: string) => {
+    event({ jsonrpc: "2.0", id, result: { content: [{ type: "text", text }], isError: false } });
+    res.end();
+    return { streamed: true } as const;
+  };
+  res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-store" });
+  const { url, message } = elicitation;
+  const params = { mode: "url", message, url, elicitationId: elicitation.id };
+  event({ jsonrpc: "2.0", id: requestId, method: "elicitation/create", params });
+  const reply = await answered;
+  if (!reply) return finish("No answer came in time: call elicit_url again when you are ready.");
+  if (isObject(reply.error)) {
+    const unsupported = reply.error.code === -32602 || reply.error.code === -32601;
+    return finish(
+      unsupported
+        ? "Your client cannot open pages for a server (no URL elicitation)."
+        : "Your client could not ask you.",
+    );
+  }
+  if (!isObject(reply.result) || reply.result.action !== "accept") {
+    return finish("You declined to open the page: nothing done.");
+  }
+  if (!(await visited(ctx, "elicit_url", caller, waitMs))) return finish("The page was not visited in time.");
+  event({ jsonrpc: "2.0", method: "notifications/elicitation/complete", params: { elicitationId: elicitation.id } });
+  return finish("You have been to the page: elicit_url is done.");
+}
+
+/** The page the elicitation sends the user to: its first visit records one completion for its tool and caller. */
+async function elicitationCallback(ctx: Context, call: HttpCall) {
+  const page = (status: number, message: string) =>
+    send(call.res, status, "text/html; charset=utf-8", callbackPage(message));
+  const link = await verify(ctx, "elicitation", call.query.get("id") ?? "", issuerOf(ctx, call.base));
+  if (!link?.jti || !link.exp || typeof link.sub !== "string") {
+    return page(400, "This link is invalid or expired. Nothing was recorded.");
+  }
+  // One visit of one link completes one call: a second visit of the same link records nothing.
+  if (!(await ctx.store.spendOnce(`elicitation-link:${link.jti}`, link.exp))) {
+    return page(400, "This link was already used. Nothing more was recorded.");
+  }
+  await ctx.store.raiseFlag(visitKey(link.tool, link.sub), link.exp);
+  ctx.emit({ type: "elicitation_visited", tool: String(link.tool) });
+  page(200, "Done: go back to your MCP host, which can now finish the tool.");
+}
+
+/** The elicitation callback's answer: a small page, its one message escaped. */
+function callbackPage(message: string): string {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Elicitation</title></head>
+<body style="font: 16px system-ui, sans-serif; max-width: 34rem; margin: 3rem auto"><p>${escapeHtml(message)}</p>
+<p><small>Demo only: a real server would sign you in on this page, so that only you can finish your request.</small></p>
+</body></html>`;
+}
+
+// ─── Shared helpers ──────────────────────
+// Answers and small parsers every section uses.
+
+function send(res: ServerResponse, status: number, type: string, body: string, headers: Record<string, string> = {}) {
+  res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body), ...headers }).end(body);
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
+  send(res, status, "application/json", JSON.stringify(body), headers);
+}
+
+/** Every OAuth error has one shape (RFC 6749 §5.2): {error, error_description}, and an event saying why. */
+function oauthError(ctx: Context, call: HttpCall, status: number, error: string, description: string) {
+  ctx.emit({ type: "oauth_error", path: call.path, status, error, description });
+  sendJson(call.res, status, { error, error_description: description });
+}
+
+/** Every JSON-RPC error has one shape: {jsonrpc, id, error: {code, message, data?}}. */
+function rpcError(
+  ctx: Context,
+  call: HttpCall,
+  answer: {
+    status: number;
+    id?: unknown;
+    code: number;
+    message: string;
+    data?: unknown;
+    headers?: Record<string, string>;
+  },
+) {
+  const { status, id, code, message, data, headers } = answer;
+  // A 401 has its own event (the challenge): the 401 path stays as light as it can.
+  if (status !== 401) ctx.emit({ type: "rpc_error", path: call.path, status, code, message });
+  const error = { code, message, ...(data !== undefined && { data }) };
+  sendJson(call.res, status, { jsonrpc: "2.0", id: id ?? null, error }, headers);
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined; // not JSON: each caller answers in its own shape
+  }
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+function isJson(contentType: string | undefined): boolean {
+  return /^application\/json\s*(;|$)/i.test(contentType ?? "");
+}
+function isForm(contentType: string | undefined): boolean {
+  return /^application\/x-www-form-urlencoded\s*(;|$)/i.test(contentType ?? "");
+}
+
+/** RFC 6749 §3.1, §3.2: a parameter sent twice is ambiguous, so requests must not repeat one. */
+function repeatedName(params: URLSearchParams): string | undefined {
+  const names = [...params.keys()];
+  return names.find((name, index) => names.indexOf(name) !== index);
+}
+
+/** Client input echoed in a message: a string quoted and cut to 100 characters, anything else only named. */
+function quoteInput(value: unknown): string {
+  return typeof value === "string" ? JSON.stringify(value.slice(0, 100)) : `(${typeof value})`;
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
 // Started directly (`tsx server.ts`, `node server.ts`, `deno run server.ts`, `bun server.ts`) rather than
 // imported? Deno and Bun say so with import.meta.main; under Node, compare the script path with this module's.
 const isEntryPoint = (import.meta as ImportMeta & { main?: boolean }).main ??
   process.argv[1] === fileURLToPath(import.meta.url);
 if (isEntryPoint) {
   startServer({ logRequests: process.env.LOG_REQUESTS !== "0" }).then((running) => {
-    console.log(landingText(process.env.PUBLIC_URL ?? running.url.replace("127.0.0.1", "localhost")));
+    const reactive = process.env.REACTIVE_AUTH_ONLY === "1";
+    console.log(landingText(process.env.PUBLIC_URL ?? running.url.replace("127.0.0.1", "localhost"), reactive));
     if (process.env.HOST && !process.env.PUBLIC_URL) {
       console.log(`HOST is ${process.env.HOST} but PUBLIC_URL is unset: only a loopback Host header is served`);
     }
     const stop = (signal: string) => {
-      console.log(`${signal}: finishing the requests in flight (up to ${SHUTDOWN_GRACE_MS / 1000} s), then exiting`);
+      console.log(`${signal}: finishing the requests in flight, then exiting`);
       void running.close().then(() => process.exit(0));
     };
     process.once("SIGINT", stop).once("SIGTERM", stop);
