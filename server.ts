@@ -1304,7 +1304,7 @@ function handleRequest(ctx: Context, req: IncomingMessage, res: ServerResponse) 
   });
 }
 
-/** What was asked and answered, once the answer is sent (or the client left). Query values stay out: codes travel there. */
+/** What was asked and answered, once the answer went out (or the client left). No query values: codes travel there. */
 function emitRequestEvent(ctx: Context, call: HttpCall) {
   const { req, res } = call;
   try {
@@ -1400,59 +1400,40 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
 // The default reader of the event stream: one line per event, as a person watching a demo wants it.
 // Lines are gathered and written once per event-loop turn, and formatted only then, off the request path.
 
+type TraceFormats = {
+  [T in LazyAuthEvent["type"]]: (event: LazyAuthEvent & { type: T }) => string | undefined;
+};
+const named = (client: ClientLabel) => `${JSON.stringify(client.name)} (${client.id})`;
+const TRACE_FORMATS: TraceFormats = {
+  request: (e) => `[request] ${e.method} ${e.path} → ${e.status ?? "(closed before an answer)"} ${bearerAndAgent(e)}`,
+  challenge: (e) => (e.tokenSent ? `[oauth] ${e.tool} refused: the token is invalid, expired or revoked` : undefined),
+  client_registered: (e) => `[oauth] client registered: ${named(e.client)}`,
+  consent_shown: (e) => `[oauth] consent page shown for ${named(e.client)}`,
+  consent_approved: (e) => `[oauth] code issued to ${named(e.client)}`,
+  consent_denied: (e) => `[oauth] consent denied to ${named(e.client)}`,
+  consent_refused: (e) => `[oauth] consent refused: ${e.reason}`,
+  code_exchanged: (e) => `[oauth] code exchanged: session ${e.session} started for ${named(e.client)}`,
+  code_replayed: (e) => `[oauth] code replayed: session ${e.session}`,
+  tokens_refreshed: (e) => `[oauth] tokens refreshed for session ${e.session}`,
+  refresh_reused: (e) => `[oauth] refresh token reused: session ${e.session}`,
+  session_revoked: (e) => `[oauth] session ${e.session} revoked: ${e.reason}`,
+  oauth_error: (e) => `[oauth] rejected ${e.error}: ${e.description}`,
+  rpc_error: () => undefined, // the request line says it
+  host_refused: (e) => `[http] refused Host ${e.host}`,
+  metadata_document_refused: (e) => `[oauth] metadata document ${e.url} not used: ${e.reason}`,
+  store_unavailable: (e) => `[oauth] store unavailable: ${e.detail}`,
+  elicitation_visited: (e) => `[elicitation] page visited for ${e.tool}`,
+  server_error: (e) => `[error] ${e.method} ${e.path}: ${e.detail}`,
+  notice: (e) => e.message,
+};
+const bearerAndAgent = (e: { bearer: boolean; agent: string }) =>
+  `bearer=${e.bearer ? "yes" : "no"} ${JSON.stringify(e.agent)}`;
+
 /** The trace line for one event, escaped; undefined for events the trace leaves out. */
 export function traceLine(event: LazyAuthEvent): string | undefined {
-  const line = describe(event);
+  const format = TRACE_FORMATS[event.type] as (event: LazyAuthEvent) => string | undefined;
+  const line = format(event);
   return line === undefined ? undefined : escapeForLog(line);
-}
-
-function describe(event: LazyAuthEvent): string | undefined {
-  const name = (client: ClientLabel) => `${JSON.stringify(client.name)} (${client.id})`;
-  switch (event.type) {
-    case "request": {
-      const status = event.status ?? "(closed before an answer)";
-      const bearer = event.bearer ? "yes" : "no";
-      return `[request] ${event.method} ${event.path} → ${status} bearer=${bearer} ${JSON.stringify(event.agent)}`;
-    }
-    case "challenge":
-      return event.tokenSent ? `[oauth] ${event.tool} refused: the token is invalid, expired or revoked` : undefined;
-    case "client_registered":
-      return `[oauth] client registered: ${name(event.client)}`;
-    case "consent_shown":
-      return `[oauth] consent page shown for ${name(event.client)}`;
-    case "consent_approved":
-      return `[oauth] code issued to ${name(event.client)}`;
-    case "consent_denied":
-      return `[oauth] consent denied to ${name(event.client)}`;
-    case "consent_refused":
-      return `[oauth] consent refused: ${event.reason}`;
-    case "code_exchanged":
-      return `[oauth] code exchanged: session ${event.session} started for ${name(event.client)}`;
-    case "code_replayed":
-      return `[oauth] code replayed: session ${event.session}`;
-    case "tokens_refreshed":
-      return `[oauth] tokens refreshed for session ${event.session}`;
-    case "refresh_reused":
-      return `[oauth] refresh token reused: session ${event.session}`;
-    case "session_revoked":
-      return `[oauth] session ${event.session} revoked: ${event.reason}`;
-    case "oauth_error":
-      return `[oauth] rejected ${event.error}: ${event.description}`;
-    case "host_refused":
-      return `[http] refused Host ${event.host}`;
-    case "metadata_document_refused":
-      return `[oauth] metadata document ${event.url} not used: ${event.reason}`;
-    case "store_unavailable":
-      return `[oauth] store unavailable: ${event.detail}`;
-    case "elicitation_visited":
-      return `[elicitation] page visited for ${event.tool}`;
-    case "server_error":
-      return `[error] ${event.method} ${event.path}: ${event.detail}`;
-    case "notice":
-      return event.message;
-    case "rpc_error":
-      return undefined; // the request line says it
-  }
 }
 
 /** A trace that writes its lines in one batch per event-loop turn. */
@@ -1649,24 +1630,12 @@ function getPinned(
   });
 }
 
-// Special-purpose IPv4 ranges (RFC 6890 and its registry): none of them is a public web server.
-const IPV4_SPECIAL: [string, string][] = [
-  ["0.0.0.0/8", "this network"],
-  ["10.0.0.0/8", "private"],
-  ["100.64.0.0/10", "shared address space"],
-  ["127.0.0.0/8", "loopback"],
-  ["169.254.0.0/16", "link-local"],
-  ["172.16.0.0/12", "private"],
-  ["192.0.0.0/24", "IETF protocol assignments"],
-  ["192.0.2.0/24", "documentation"],
-  ["192.88.99.0/24", "6to4 relay"],
-  ["192.168.0.0/16", "private"],
-  ["198.18.0.0/15", "benchmarking"],
-  ["198.51.100.0/24", "documentation"],
-  ["203.0.113.0/24", "documentation"],
-  ["224.0.0.0/4", "multicast"],
-  ["240.0.0.0/4", "reserved"],
-];
+// Special-purpose IPv4 ranges (RFC 6890 and its registry): this network, private, shared (CGNAT), loopback,
+// link-local, private, IETF assignments, documentation, 6to4 relay, private, benchmarking, documentation ×2,
+// multicast, reserved. None of them is a public web server.
+const IPV4_SPECIAL = ("0.0.0.0/8 10.0.0.0/8 100.64.0.0/10 127.0.0.0/8 169.254.0.0/16 172.16.0.0/12 192.0.0.0/24 " +
+  "192.0.2.0/24 192.88.99.0/24 192.168.0.0/16 198.18.0.0/15 198.51.100.0/24 203.0.113.0/24 224.0.0.0/4 240.0.0.0/4")
+  .split(" ");
 
 /** Why a server-side fetch must not connect to `address`, or undefined when it is a public address. */
 function addressProblem(address: string, loopbackAllowed: boolean): string | undefined {
@@ -1694,15 +1663,13 @@ function addressProblem(address: string, loopbackAllowed: boolean): string | und
 }
 
 function ipv4Problem(address: number, loopbackAllowed: boolean): string | undefined {
-  for (const [range, kind] of IPV4_SPECIAL) {
-    const [base, bits] = range.split("/");
-    const size = 2 ** (32 - Number(bits));
-    const start = ipv4Number(base) ?? 0;
-    if (address >= start && address < start + size) {
-      return kind === "loopback" && loopbackAllowed ? undefined : `a ${kind} address`;
-    }
-  }
-  return undefined;
+  const range = IPV4_SPECIAL.find((cidr) => {
+    const [start, bits] = cidr.split("/");
+    const first = ipv4Number(start) ?? 0;
+    return address >= first && address < first + 2 ** (32 - Number(bits));
+  });
+  if (range === undefined || (range === "127.0.0.0/8" && loopbackAllowed)) return undefined;
+  return `in the special-purpose range ${range}`;
 }
 
 /** Dotted IPv4 as one number, or undefined. */
@@ -1817,43 +1784,17 @@ function readResource(params: Record<string, unknown>, era: Era): Outcome {
   return { result: { contents: [{ uri, mimeType: VIEW_MIME, text }] } };
 }
 
-/** What both views share: the host's theme (else the system's), and three small helpers for their scripts. */
+/** What both views share: the host's theme (else the system's), and the view side of the protocol. */
 const VIEW_STYLE = `
   /* The host's theme when it names one (data-theme), else the system's: color-scheme picks light-dark(). */
   :root { color-scheme: light dark; font: 15px/1.4 system-ui, sans-serif; }
   :root[data-theme="light"] { color-scheme: light; }
   :root[data-theme="dark"] { color-scheme: dark; }
-  body { margin: 0; padding: 12px; background: light-dark(#fff, #1f1f1f); color: light-dark(#1f1f1f, #ececec); }`;
+  body { margin: 0; padding: 12px; background: light-dark(#fff, #1f1f1f); color: light-dark(#1f1f1f, #ececec); }
+  .error { color: light-dark(#b3261e, #ff8a80); }`;
 const VIEW_SCRIPT = `"use strict";
-const send = (message) => window.parent.postMessage(Object.assign({ jsonrpc: "2.0" }, message), "*");
-function reportSize() { // how much room the view needs: sent once initialized, then on every change
-  const box = document.documentElement.getBoundingClientRect();
-  const size = { width: Math.ceil(box.width), height: Math.ceil(box.height) };
-  send({ method: "ui/notifications/size-changed", params: size });
-}
-function followTheme(context) {
-  const theme = context && context.theme;
-  if (theme === "light" || theme === "dark") document.documentElement.dataset.theme = theme;
-}`;
-
-const AUTH_BUTTON_VIEW = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Auth me</title>
-<style>
-${VIEW_STYLE}
-  button { font: inherit; padding: 6px 14px; border-radius: 6px; cursor: pointer; color: inherit;
-    border: 1px solid light-dark(#bbb, #555); background: light-dark(#f3f3f3, #2c2c2c); }
-  #auth { background: light-dark(#2457d6, #4a78ee); border-color: transparent; color: #fff; }
-  button:disabled { opacity: 0.6; cursor: default; }
-  #answer { margin: 12px 0 0; overflow-wrap: anywhere; }
-  #answer.error { color: light-dark(#b3261e, #ff8a80); }
-</style></head>
-<body>
-<button id="auth" type="button" disabled>Auth me</button>
-<button id="revoke" type="button" disabled>Revoke token</button>
-<p id="answer" role="status"></p>
-<script>
-${VIEW_SCRIPT}
 // The view side of MCP Apps (2026-01-26), by hand: JSON-RPC 2.0 with the host over postMessage.
+const send = (message) => window.parent.postMessage(Object.assign({ jsonrpc: "2.0" }, message), "*");
 const pending = new Map(); // request id → its promise; no timeout: the host may run a sign-in that takes minutes
 let lastId = 0;
 function request(method, params) {
@@ -1861,6 +1802,17 @@ function request(method, params) {
   send({ id: id, method: method, params: params });
   return new Promise((resolve, reject) => pending.set(id, { resolve: resolve, reject: reject }));
 }
+function show(text, isError) {
+  const output = document.querySelector("[role=status]");
+  output.textContent = text; // always as text: a tool's answer is never HTML here
+  output.className = isError ? "error" : "";
+}
+const firstText = (result) => (result.content || []).find((block) => block.type === "text");
+function followTheme(context) {
+  const theme = context && context.theme;
+  if (theme === "light" || theme === "dark") document.documentElement.dataset.theme = theme;
+}
+let onToolResult = () => {}; // the secret view shows the result the host sends it
 window.addEventListener("message", (event) => {
   const message = event.data;
   if (event.source !== window.parent || !message || message.jsonrpc !== "2.0") return; // only the host speaks
@@ -1872,23 +1824,50 @@ window.addEventListener("message", (event) => {
   } else if (message.id !== undefined) { // the host's requests: teardown and ping want an empty answer
     const known = message.method === "ui/resource-teardown" || message.method === "ping";
     send(known ? { id: message.id, result: {} } : { id: message.id, error: { code: -32601, message: "Not found" } });
-  } else if (message.method === "ui/notifications/host-context-changed") {
-    followTheme(message.params);
-  }
+  } else if (message.method === "ui/notifications/tool-result") onToolResult(message.params);
+  else if (message.method === "ui/notifications/tool-cancelled") show("The call was cancelled.", true);
+  else if (message.method === "ui/notifications/host-context-changed") followTheme(message.params);
 });
-function show(text, isError) {
-  const answer = document.getElementById("answer");
-  answer.textContent = text; // always as text: a tool's answer is never HTML here
-  answer.classList.toggle("error", isError);
+function reportSize() { // how much room the view needs: sent once initialized, then on every change
+  const box = document.documentElement.getBoundingClientRect();
+  const size = { width: Math.ceil(box.width), height: Math.ceil(box.height) };
+  send({ method: "ui/notifications/size-changed", params: size });
 }
+/** The handshake: ui/initialize, then initialized and size reports. Resolves true once the host started the view. */
+function start(name) {
+  const params = { appInfo: { name: name, version: "1.0.0" }, appCapabilities: {}, protocolVersion: "2026-01-26" };
+  return request("ui/initialize", params).then((result) => {
+    followTheme(result.hostContext);
+    send({ method: "ui/notifications/initialized", params: {} });
+    new ResizeObserver(reportSize).observe(document.documentElement);
+    return true;
+  }, (error) => show("The host did not start this view: " + error.message, true));
+}`;
+
+const AUTH_BUTTON_VIEW = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Auth me</title>
+<style>
+${VIEW_STYLE}
+  button { font: inherit; padding: 6px 14px; border-radius: 6px; cursor: pointer; color: inherit;
+    border: 1px solid light-dark(#bbb, #555); background: light-dark(#f3f3f3, #2c2c2c); }
+  #auth { background: light-dark(#2457d6, #4a78ee); border-color: transparent; color: #fff; }
+  button:disabled { opacity: 0.6; cursor: default; }
+  #answer { margin: 12px 0 0; overflow-wrap: anywhere; }
+</style></head>
+<body>
+<button id="auth" type="button" disabled>Auth me</button>
+<button id="revoke" type="button" disabled>Revoke token</button>
+<p id="answer" role="status"></p>
+<script>
+${VIEW_SCRIPT}
 const buttons = document.querySelectorAll("button");
-async function callTool(name) {
+async function callTool(name) { // through the host, which runs the sign-in when the server answers 401
   for (const button of buttons) button.disabled = true;
   show("Calling " + name + "…", false);
   try {
     const result = await request("tools/call", { name: name, arguments: {} });
-    const first = (result.content || []).find((block) => block.type === "text");
-    show(first ? first.text : "(no text in the answer)", result.isError === true);
+    const text = firstText(result);
+    show(text ? text.text : "(no text in the answer)", result.isError === true);
   } catch (error) { // the host's call failed: the user abandoned the sign-in, the server is gone, …
     show(name + " failed: " + error.message, true);
   }
@@ -1896,16 +1875,7 @@ async function callTool(name) {
 }
 document.getElementById("auth").onclick = () => callTool("get_secret");
 document.getElementById("revoke").onclick = () => callTool("revoke_auth_token");
-request("ui/initialize", {
-  appInfo: { name: "lazy-auth-button", version: "1.0.0" },
-  appCapabilities: {},
-  protocolVersion: "2026-01-26",
-}).then((result) => {
-  followTheme(result.hostContext);
-  send({ method: "ui/notifications/initialized", params: {} });
-  for (const button of buttons) button.disabled = false;
-  new ResizeObserver(reportSize).observe(document.documentElement);
-}, (error) => show("The host did not start this view: " + error.message, true));
+start("lazy-auth-button").then((started) => started && buttons.forEach((button) => (button.disabled = false)));
 </script>
 </body></html>
 `;
@@ -1916,47 +1886,16 @@ const SECRET_VIEW = `<!doctype html>
 ${VIEW_STYLE}
   #secret { margin: 0; overflow-wrap: anywhere; }
   #secret.waiting { opacity: 0.7; font-style: italic; }
-  #secret.error { color: light-dark(#b3261e, #ff8a80); }
 </style></head>
 <body><p id="secret" class="waiting" role="status">Waiting for secret data…</p>
 <script>
 ${VIEW_SCRIPT}
-// The view side of MCP Apps (2026-01-26), by hand. Its one request is ui/initialize (id 1); the host then
-// sends get_secret's result as a notification.
-function show(text, className) {
-  const secret = document.getElementById("secret");
-  secret.textContent = text; // always as text: a tool's answer is never HTML here
-  secret.className = className;
-}
-window.addEventListener("message", (event) => {
-  const message = event.data;
-  if (event.source !== window.parent || !message || message.jsonrpc !== "2.0") return; // only the host speaks
-  if (message.id === 1 && message.method === undefined) { // the answer to ui/initialize
-    if (message.error) return show("The host did not start this view: " + message.error.message, "error");
-    followTheme(message.result.hostContext);
-    send({ method: "ui/notifications/initialized", params: {} });
-    new ResizeObserver(reportSize).observe(document.documentElement);
-  } else if (message.id !== undefined) { // the host's requests: teardown and ping want an empty answer
-    const known = message.method === "ui/resource-teardown" || message.method === "ping";
-    send(known ? { id: message.id, result: {} } : { id: message.id, error: { code: -32601, message: "Not found" } });
-  } else if (message.method === "ui/notifications/tool-result") {
-    const first = (message.params.content || []).find((block) => block.type === "text");
-    show(first ? first.text : "(no text in the result)", message.params.isError === true ? "error" : "");
-  } else if (message.method === "ui/notifications/tool-cancelled") {
-    show("The call was cancelled.", "error");
-  } else if (message.method === "ui/notifications/host-context-changed") {
-    followTheme(message.params);
-  }
-});
-send({
-  id: 1,
-  method: "ui/initialize",
-  params: {
-    appInfo: { name: "lazy-auth-secret", version: "1.0.0" },
-    appCapabilities: {},
-    protocolVersion: "2026-01-26",
-  },
-});
+// The host sends get_secret's result as a notification once the call is done.
+onToolResult = (result) => {
+  const text = firstText(result);
+  show(text ? text.text : "(no text in the result)", result.isError === true);
+};
+start("lazy-auth-secret");
 </script>
 </body></html>
 `;
