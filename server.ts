@@ -989,40 +989,23 @@ const SECRET_VIEW_URI = "ui://lazy-auth/secret.html";
 const viewMeta = (resourceUri: string) => ({ _meta: { ui: { resourceUri }, "ui/resourceUri": resourceUri } });
 
 const noArguments = { type: "object", properties: {}, additionalProperties: false };
+const tool = (name: string, description: string, viewUri?: string) => ({
+  name,
+  description,
+  inputSchema: noArguments,
+  ...(viewUri && viewMeta(viewUri)),
+});
 const TOOLS = [
-  {
-    name: "whoami",
-    description: "Says who is calling: the signed-in user when a valid token came along, else anonymous.",
-  },
-  {
-    name: "get_secret",
-    description: "Returns the secret. Protected: calling it without a token starts the OAuth flow.",
-    ...viewMeta(SECRET_VIEW_URI),
-  },
-  {
-    name: "revoke_auth_token",
-    description: "Protected: ends the caller's session; its access and refresh tokens stop working.",
-  },
-  {
-    name: "show_auth_button",
-    description: "Shows an app with Auth me (calls get_secret) and Revoke token.",
-    ...viewMeta(AUTH_BUTTON_VIEW_URI),
-  },
-  { name: "elicit_url", description: "Asks you, during the call, to open a page; finishes once you have been there." },
-  {
-    name: "elicit_by_error",
-    description: "Fails with a page to open (URL elicitation); the retry succeeds once you have been there.",
-  },
-].map((tool) => ({ ...tool, inputSchema: noArguments }));
+  tool("whoami", "Says who is calling: the signed-in user when a valid token came along, else anonymous."),
+  tool("get_secret", "Returns the secret. Protected: calling it without a token starts OAuth.", SECRET_VIEW_URI),
+  tool("revoke_auth_token", "Protected: ends the caller's session; its access and refresh tokens stop working."),
+  tool("show_auth_button", "Shows an app with Auth me (calls get_secret) and Revoke token.", AUTH_BUTTON_VIEW_URI),
+  tool("elicit_url", "Asks you, during the call, to open a page; finishes once you have been there."),
+  tool("elicit_by_error", "Fails with a page to open (URL elicitation); the retry succeeds once you were there."),
+];
 
 /** Answers one request of either era. */
-function dispatch(
-  ctx: Context,
-  call: HttpCall,
-  request: RpcRequest,
-  caller: Caller,
-  era: Era,
-): Promise<Outcome> | Outcome {
+function dispatch(ctx: Context, call: HttpCall, request: RpcRequest, caller: Caller, era: Era) {
   const { method, params } = request;
   // The tool list is the same for every caller and fixed for the life of the process: a 2026-07-28 client
   // may cache it (and the discover answer) for a minute, shared across users.
