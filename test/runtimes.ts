@@ -7,7 +7,8 @@
 //   tsx test/runtimes.ts bun <args...>      the same for Bun
 //
 // A missing binary is a skip for a contributor and a failure under CI (the CI variable set).
-// The benchmark imports runtimeBinary() to run the server on the same binaries.
+// The benchmark imports runtimeBinary() to run the server on the same binaries; the conformance run
+// (test/conformance.ts) runs the official suite, which needs Node 22 or later, on this Node 24.
 
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -80,19 +81,28 @@ export function runtimeBinary(key: keyof typeof RUNTIMES): string | null {
   return binary && existsSync(binary) ? binary : null;
 }
 
+/**
+ * The installed binary of a runtime, or, when it is missing, the exit status to end with after one line
+ * saying why: 0 (a skip) for a contributor, 1 under CI.
+ */
+export function binaryOrSkip(key: keyof typeof RUNTIMES, what = "its test run"): string | { status: number } {
+  const runtime = RUNTIMES[key];
+  const binary = runtimeBinary(key);
+  if (binary) return binary;
+  const why = runtime.pkg ? "not installed (npm run runtimes installs it)" : `no npm package for ${os}-${arch}`;
+  if (process.env.CI) {
+    console.error(`${runtime.name}: ${why}: failing, since CI is set`);
+    return { status: 1 };
+  }
+  console.log(`${runtime.name}: ${why}: skipping ${what}`);
+  return { status: 0 };
+}
+
 /** Runs the runtime's binary with `args` from the repository root; its exit status is ours. */
 function run(key: keyof typeof RUNTIMES, args: string[]): number {
   const runtime = RUNTIMES[key];
-  const binary = runtimeBinary(key);
-  if (!binary) {
-    const why = runtime.pkg ? "not installed (npm run runtimes installs it)" : `no npm package for ${os}-${arch}`;
-    if (process.env.CI) {
-      console.error(`${runtime.name}: ${why}: failing, since CI is set`);
-      return 1;
-    }
-    console.log(`${runtime.name}: ${why}: skipping its test run`);
-    return 0;
-  }
+  const binary = binaryOrSkip(key);
+  if (typeof binary !== "string") return binary.status;
   const version = spawnSync(binary, ["--version"], { encoding: "utf8" }).stdout.trim();
   console.log(`${runtime.name} ${version}: ${args.join(" ")}`);
   const child = spawnSync(binary, args, { cwd: ROOT, stdio: "inherit" });
