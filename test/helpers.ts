@@ -3,7 +3,9 @@
 // (consent approved → code → tokens). Black-box: they speak HTTP and nothing else.
 
 import { createHash, randomBytes } from "node:crypto";
-import { createServer } from "node:http";
+import { createServer, request as httpRequest } from "node:http";
+import { setImmediate } from "node:timers";
+import type { LazyAuthEvent } from "../server.ts";
 
 /** A PKCE pair (RFC 7636 §4.1–4.2): a 43-character verifier and its S256 challenge. */
 export interface Pkce {
@@ -167,6 +169,7 @@ export interface AuthorizeOptions {
   redirectUri?: string;
   state?: string;
   pkce?: Pkce;
+  resource?: string; // default <base>/mcp; e.g. <base>/ttl/86400/mcp for a long-lived resource
 }
 
 /** The query of an authorization request for this server's MCP resource (S256, scope mcp). */
@@ -179,7 +182,7 @@ export function authorizeUrl(base: string, options: AuthorizeOptions = {}): URL 
     code_challenge: (options.pkce ?? pkcePair()).challenge,
     code_challenge_method: "S256",
     scope: "mcp",
-    resource: `${base}/mcp`,
+    resource: options.resource ?? `${base}/mcp`,
     state: options.state,
   };
   for (const [name, value] of Object.entries(params)) if (value !== undefined) url.searchParams.set(name, value);
@@ -253,7 +256,7 @@ export interface Authorization {
   location: URL; // where the 303 sent the user agent
 }
 
-/** The user approves: GET the consent page, POST its form with decision=approve → 303 back to the client with a code. */
+/** The user approves: GET the consent page, POST its form (decision=approve) → 303 back to the client with a code. */
 export async function authorizeCode(base: string, options: AuthorizeOptions = {}): Promise<Authorization> {
   const pkce = options.pkce ?? pkcePair();
   const { form } = await consentPage(authorizeUrl(base, { ...options, pkce }));
@@ -290,8 +293,84 @@ export async function signIn(base: string, options: AuthorizeOptions = {}): Prom
     code_verifier: authorization.verifier,
     client_id: authorization.clientId,
     redirect_uri: authorization.redirectUri,
-    resource: `${base}/mcp`,
+    resource: options.resource ?? `${base}/mcp`,
   });
   if (answer.status !== 200) throw new Error(`/token answered ${answer.status}: ${answer.text}`);
   return { ...answer.json, clientId: authorization.clientId };
+}
+
+// ─── Raw HTTP, events, waiting ───────────────────────────────────────────────────────────────────
+
+export interface RawRequest {
+  method?: string;
+  path: string;
+  headers?: Record<string, string>; // Host included: fetch cannot set it
+  body?: string;
+  /** Connect to this address instead of the base URL's host (the port stays the base URL's). */
+  connectTo?: string;
+  /** The local address to connect from (a non-loopback address of this machine makes a non-loopback peer). */
+  localAddress?: string;
+}
+
+/** Any request with any headers, Host included, over a fresh connection; the body read to the end. */
+export function rawRequest(
+  options: RawRequest,
+  at: string,
+): Promise<{ status: number; headers: Headers; text: string }> {
+  const url = new URL(at);
+  return new Promise((resolve, reject) => {
+    const outgoing = httpRequest({
+      host: options.connectTo ?? url.hostname.replace(/^\[|\]$/g, ""),
+      port: url.port,
+      localAddress: options.localAddress,
+      method: options.method ?? "GET",
+      path: options.path,
+      headers: options.headers,
+      agent: false,
+    }, (incoming) => {
+      let text = "";
+      incoming.setEncoding("utf8").on("data", (chunk: string) => (text += chunk)).on("end", () => {
+        const headers = new Headers();
+        for (const [name, value] of Object.entries(incoming.headers)) {
+          if (typeof value === "string") headers.set(name, value);
+        }
+        resolve({ status: incoming.statusCode ?? 0, headers, text });
+      });
+    });
+    outgoing.on("error", reject).end(options.body);
+  });
+}
+
+/** The server's event stream, kept: pass `onEvent` to the server, read `events` (or `of(type)`). */
+export function eventRecorder() {
+  const events: LazyAuthEvent[] = [];
+  return {
+    events,
+    onEvent: (event: LazyAuthEvent) => void events.push(event),
+    of<T extends LazyAuthEvent["type"]>(type: T): Extract<LazyAuthEvent, { type: T }>[] {
+      return events.filter((event): event is Extract<LazyAuthEvent, { type: T }> => event.type === type);
+    },
+  };
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** One turn of the event loop: the server writes its trace lines in batches, once per turn. */
+export const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Waits until `condition()` holds, looking every 10 ms; false if it still does not after `limitMs`. */
+export async function waitFor(condition: () => boolean, limitMs = 5000): Promise<boolean> {
+  const deadline = Date.now() + limitMs;
+  while (!condition()) {
+    if (Date.now() >= deadline) return false;
+    await sleep(10);
+  }
+  return true;
+}
+
+/** A promise and whether it has settled yet (to assert on order, not on time). */
+export function tracked<T>(promise: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
+  let done = false;
+  const watched = promise.finally(() => (done = true));
+  return { promise: watched, settled: () => done };
 }
