@@ -5,9 +5,11 @@
  *   2.x pinned to 2026-07-28 (input_required, fulfilled through its elicitation/create handler).
  * - Over HTTP, the edges: the event stream's shape, forged and expired callback ids, a requestState that is
  *   tampered with, spent or for another tool, a client answer nobody waits for.
+ * - One visit of one link completes one call of the tool it was shown for; a restart on the memory store
+ *   forgets nothing it vouched for (state and links from before are refused); open 2025 streams are bounded.
  * - Two instances sharing one Redis: the page visited at one instance, the retry at the other.
  * The "user" visits a page by fetching it, as a browser would. Every server here is fresh, so the caller's
- * visits (one flag per caller) never leak from one suite into another.
+ * visits never leak from one suite into another.
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -27,7 +29,17 @@ import {
 import { Client as ClientV2, StreamableHTTPClientTransport as TransportV2 } from "@modelcontextprotocol/client";
 import { type RunningServer, startServer } from "../server.ts";
 import { startCluster } from "../examples/multi-instance.ts";
-import { type Answer, request, rpc, signIn } from "./helpers.ts";
+import {
+  type Answer,
+  authorizeUrl,
+  consentPage,
+  decide,
+  postJson,
+  REDIRECT_URI,
+  request,
+  rpc,
+  signIn,
+} from "./helpers.ts";
 import { RedisProcess, withRedis } from "./redis.ts";
 
 const JWT_SECRET = randomBytes(32).toString("hex"); // known here, so a test can sign an expired elicitation
@@ -48,7 +60,7 @@ describe("@modelcontextprotocol/sdk 1.x (2025 era) with URL elicitation", () => 
   before(async () => (server = await startTestServer()));
   after(() => server.close());
 
-  test("elicit_url: the host is asked to open the page, visits it and accepts → the tool finishes, and the completion notification names that elicitation", async () => {
+  test("elicit_url: the host visits and accepts → done, and the completion notification names it", async () => {
     const asked: ElicitRequest["params"][] = [];
     const client = await sdkV1Client(server.url, URL_ELICITATION, async (request) => {
       asked.push(request.params);
@@ -79,7 +91,7 @@ describe("@modelcontextprotocol/sdk 1.x (2025 era) with URL elicitation", () => 
     }
   });
 
-  test("elicit_url: a client without URL elicitation (none at all: -32601; form only: -32602) → a clear result, not a hang", async () => {
+  test("elicit_url: a client without URL elicitation (-32601, or form only -32602) → a clear result", async () => {
     const withoutElicitation = await sdkV1Client(server.url, {});
     const formOnly = await sdkV1Client(server.url, { elicitation: {} }, () => Promise.resolve({ action: "accept" }));
     try {
@@ -92,7 +104,7 @@ describe("@modelcontextprotocol/sdk 1.x (2025 era) with URL elicitation", () => 
     }
   });
 
-  test("elicit_by_error: UrlElicitationRequiredError names the page; after a visit the retry succeeds, once", async () => {
+  test("elicit_by_error: UrlElicitationRequiredError names the page; after a visit, one retry succeeds", async () => {
     const client = await sdkV1Client(server.url, URL_ELICITATION);
     try {
       const refusal = await callExpectingUrlElicitation(client.client);
@@ -122,7 +134,7 @@ describe(`@modelcontextprotocol/client 2.x pinned to ${MODERN} with URL elicitat
   before(async () => (server = await startTestServer()));
   after(() => server.close());
 
-  test("elicit_url and elicit_by_error: input_required reaches the elicitation/create handler, which visits and accepts → both finish", async () => {
+  test("Both tools: input_required reaches the elicitation/create handler, which visits, accepts → done", async () => {
     const asked: unknown[] = [];
     const client = await sdkV2Client(server.url, async (params) => {
       asked.push(params);
@@ -168,7 +180,7 @@ describe("elicit_url in the 2025 era, over HTTP", () => {
     await impatient.close();
   });
 
-  test("the call is answered 200 text/event-stream: first an elicitation/create request (no id: lines); a decline POSTed back → 202, then the tool's result ends the stream", async () => {
+  test("200 text/event-stream: elicitation/create (no id: lines); a decline → 202; the result ends it", async () => {
     const call = await openElicitUrl(server.url, 7);
     assert.equal(call.status, 200);
     assert.match(call.contentType, /^text\/event-stream/);
@@ -208,7 +220,7 @@ describe("elicit_url in the 2025 era, over HTTP", () => {
     assert.match(result?.result.content[0].text, /^No answer came in time/);
   });
 
-  test("accepted but the page is never visited → 'The page was not visited in time.', and no completion notification", async () => {
+  test("accepted, the page never visited → 'The page was not visited in time.', no notification", async () => {
     const call = await openElicitUrl(impatient.url, 10);
     const ask = await call.events.next();
     assert.equal((await rpc(impatient.url, { jsonrpc: "2.0", id: ask?.id, result: { action: "accept" } })).status, 202);
@@ -275,7 +287,7 @@ describe("elicit_by_error in the 2025 era and the callback page, over HTTP", () 
     assert.equal((await callByError(server.url)).json.error?.code, -32042, "no visit was recorded");
   });
 
-  test("a visit counts for the caller it was issued to: a signed-in caller is not finished by an anonymous visit", async () => {
+  test("a visit counts for its caller: a signed-in caller is not finished by an anonymous visit", async () => {
     const { access_token: token } = await signIn(server.url);
     await visit(await pageUrl(server.url)); // anonymous
     const signedIn = await callByError(server.url, token);
@@ -293,7 +305,7 @@ describe(`URL elicitation in ${MODERN}, over HTTP`, () => {
   before(async () => (server = await startTestServer()));
   after(() => server.close());
 
-  test("a client without elicitation.url (no elicitation, or form only) → HTTP 400, -32021 with requiredCapabilities", async () => {
+  test("a client without elicitation.url → HTTP 400, -32021 with requiredCapabilities", async () => {
     for (const name of ["elicit_url", "elicit_by_error"]) {
       for (const capabilities of [{}, { elicitation: {} }, { elicitation: { form: {} } }]) {
         const answer = await modernCall(server.url, name, {}, { capabilities });
@@ -304,7 +316,7 @@ describe(`URL elicitation in ${MODERN}, over HTTP`, () => {
     }
   });
 
-  test("the first call → input_required: one URL elicitation (no elicitationId, no -32042) and a requestState", async () => {
+  test("the first call → input_required: one URL elicitation (no elicitationId) and a requestState", async () => {
     for (const name of ["elicit_url", "elicit_by_error"]) {
       const answer = await modernCall(server.url, name);
       assert.equal(answer.status, 200);
@@ -352,7 +364,7 @@ describe(`URL elicitation in ${MODERN}, over HTTP`, () => {
     assert.equal(retry.json.result.inputRequests.visit.params.mode, "url");
   });
 
-  test("a tampered, expired, foreign or other tool's requestState → -32602, and the page visit is not spent", async () => {
+  test("a tampered, expired, foreign or other tool's requestState → -32602; the visit is not spent", async () => {
     const first = (await modernCall(server.url, "elicit_url")).json.result;
     const state: string = first.requestState;
     const [header, payload, signature] = state.split(".");
@@ -382,6 +394,121 @@ describe(`URL elicitation in ${MODERN}, over HTTP`, () => {
     const answer = await modernCall(server.url, "elicit_by_error", retryParams(anonymous, "accept"), { token });
     assert.equal(answer.json.error?.code, -32602, JSON.stringify(answer.json));
     assert.match(answer.json.error.message, /requestState/);
+  });
+});
+
+// ─── One visit, one call ─────────────────────────────────────────────────────────────────────────
+// The "visited" flag was keyed by caller only: visiting the same link again completed another call, and
+// elicit_url's link completed elicit_by_error.
+
+describe("One visit of one link completes one call of the tool the link was shown for", () => {
+  let server: RunningServer;
+  before(async () => (server = await startTestServer()));
+  after(() => server.close());
+
+  test("One link visited twice → the second is a 400 'already used' page; one call completes, not two", async () => {
+    const url = await pageUrl(server.url);
+    await visit(url);
+    const again = await request(url);
+    assert.equal(again.status, 400, `a second visit records nothing: ${again.status} ${again.text.slice(0, 200)}`);
+    assert.match(again.headers.get("content-type") ?? "", /^text\/html/);
+    assert.match(again.text, /already used/);
+    assert.equal((await callByError(server.url)).json.result?.content[0].text, DONE("elicit_by_error"));
+    const next = await callByError(server.url);
+    assert.equal(next.json.error?.code, -32042, `two visits of one link, one call: ${JSON.stringify(next.json)}`);
+  });
+
+  test("An elicit_url link visited → elicit_by_error still asks (-32042); elicit_url's retry completes", async () => {
+    const first = (await modernCall(server.url, "elicit_url")).json.result;
+    await visit(first.inputRequests.visit.params.url);
+    const other = await callByError(server.url);
+    assert.equal(
+      other.json.error?.code,
+      -32042,
+      `elicit_url's visit is not elicit_by_error's: ${JSON.stringify(other.json)}`,
+    );
+    const retry = await modernCall(server.url, "elicit_url", retryParams(first, "accept"));
+    assert.equal(retry.json.result?.content[0].text, DONE("elicit_url"), JSON.stringify(retry.json));
+  });
+});
+
+// ─── A restart on the memory store ───────────────────────────────────────────────────────────────
+// A spent requestState and a consent token still worked after a restart on the memory store, which had
+// forgotten what was spent.
+
+describe("After a restart on the memory store, its consent tokens and elicitation state are refused", () => {
+  const PUBLIC = "https://lazy-auth.example"; // the same base (issuer) before and after the restart
+  const start = () =>
+    startServer({ port: 0, host: "127.0.0.1", log: () => {}, jwtSecret: JWT_SECRET, publicUrl: PUBLIC });
+  /** The same path and query, at the instance listening now. */
+  const at = (server: RunningServer, url: string | URL) =>
+    new URL(`${new URL(url).pathname}${new URL(url).search}`, server.url);
+
+  test("Consent → 400 invalid_request; a spent requestState → -32602; an old link → 400; new ones work", async () => {
+    let server = await start();
+    let restarted: RunningServer | undefined;
+    try {
+      const registered = await postJson(`${server.url}/register`, { redirect_uris: [REDIRECT_URI], client_name: "R" });
+      assert.equal(registered.status, 201, registered.text);
+      const clientId: string = registered.json.client_id;
+      const consentUrl = authorizeUrl(PUBLIC, { clientId });
+      const earlier = await consentPage(at(server, consentUrl));
+      const spent = (await modernCall(server.url, "elicit_by_error")).json.result;
+      await visit(at(server, spent.inputRequests.visit.params.url));
+      const done = await modernCall(server.url, "elicit_by_error", retryParams(spent, "accept"));
+      assert.equal(done.json.result?.content[0].text, DONE("elicit_by_error"), JSON.stringify(done.json));
+      const link = (await modernCall(server.url, "elicit_url")).json.result.inputRequests.visit.params.url;
+
+      await server.close();
+      restarted = await start();
+      server = restarted;
+      const approve = await decide({ ...earlier.form, action: at(server, earlier.form.action) }, "approve");
+      assert.equal(approve.status, 400, `consent from before the restart: ${approve.status} ${approve.text}`);
+      assert.equal(approve.json?.error, "invalid_request");
+      assert.equal(approve.headers.get("location"), null);
+      const replay = await modernCall(server.url, "elicit_by_error", retryParams(spent, "accept"));
+      assert.equal(replay.json.error?.code, -32602, `a spent requestState: ${JSON.stringify(replay.json)}`);
+      const page = await request(at(server, link));
+      assert.equal(page.status, 400, `a link from before the restart: ${page.status} ${page.text.slice(0, 200)}`);
+
+      const fresh = await consentPage(at(server, consentUrl));
+      const approved = await decide({ ...fresh.form, action: at(server, fresh.form.action) }, "approve");
+      assert.equal(approved.status, 303, `consent from this process: ${approved.text}`);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+// ─── Open 2025 streams are bounded ───────────────────────────────────────────────────────────────
+// elicit_url let anonymous callers hold a connection 60 s each, with no cap.
+
+describe("2025-era elicit_url streams are bounded: at most 32 open at once", () => {
+  let server: RunningServer;
+  before(async () => (server = await startTestServer(20)));
+  after(() => server.close());
+
+  test("32 streams open: the 33rd call → HTTP 503, -32000 'Too many elicitations…'; after them, 200", async () => {
+    const open = await Promise.all(Array.from({ length: 32 }, (_, i) => openElicitUrl(server.url, 100 + i)));
+    assert.deepEqual(open.map((call) => call.status), open.map(() => 200));
+    const asks = await Promise.all(open.map((call) => call.events.next()));
+    const refused = await callElicitUrl(server.url, 999);
+    assert.equal(refused.status, 503, `the 33rd: ${refused.status} ${refused.text.slice(0, 200)}`);
+    assert.equal(refused.json?.id, 999);
+    assert.equal(refused.json?.error?.code, -32000);
+    assert.equal(refused.json?.error?.message, "Too many elicitations are waiting; try again shortly");
+
+    for (const ask of asks) {
+      const answer = await rpc(server.url, { jsonrpc: "2.0", id: ask?.id, result: { action: "decline" } });
+      assert.equal(answer.status, 202);
+    }
+    for (const call of open) assert.equal((await call.events.next())?.result.content[0].text, DECLINED);
+    const again = await openElicitUrl(server.url, 1000);
+    assert.equal(again.status, 200);
+    const ask = await again.events.next();
+    assert.equal(ask?.method, "elicitation/create");
+    await rpc(server.url, { jsonrpc: "2.0", id: ask?.id, result: { action: "decline" } });
+    assert.equal((await again.events.next())?.result.content[0].text, DECLINED);
   });
 });
 
@@ -424,7 +551,7 @@ withRedis({ name: "URL elicitation across two instances" }, () => {
       assert.equal((await callByError(A)).json.error?.code, -32042, "… and so gone at A too");
     });
 
-    test(`${MODERN}: input_required from A, the page visited at B, the retry at A succeeds; the state again at B → -32602`, async () => {
+    test(`${MODERN}: input_required from A, visited at B, retried at A → done; again at B → -32602`, async () => {
       const first = (await modernCall(A, "elicit_url")).json.result;
       assert.equal(first.resultType, "input_required");
       await visit(at(B, first.inputRequests.visit.params.url));
@@ -578,6 +705,27 @@ async function openElicitUrl(base: string, id: number) {
   };
 }
 
+/** A 2025 tools/call elicit_url read whole when it is JSON (a refusal); a stream is cancelled unread. */
+async function callElicitUrl(base: string, id: number) {
+  const response = await fetch(`${base}/mcp`, {
+    method: "POST",
+    headers: { "content-type": "application/json", accept: "application/json, text/event-stream" },
+    body: JSON.stringify({ jsonrpc: "2.0", id, method: "tools/call", params: { name: "elicit_url", arguments: {} } }),
+  });
+  if (/^text\/event-stream/.test(response.headers.get("content-type") ?? "")) {
+    await response.body?.cancel();
+    return { status: response.status, text: "(an event stream)", json: undefined };
+  }
+  const text = await response.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: response.status, text, json };
+}
+
 /** The events of an SSE body in order, each one's `data:` parsed as JSON; undefined once the stream ends. */
 function eventsOf(body: ReadableStream<Uint8Array>) {
   const reader = body.getReader();
@@ -586,7 +734,7 @@ function eventsOf(body: ReadableStream<Uint8Array>) {
   let raw = "";
   return {
     raw: () => raw,
-    // deno-lint-ignore no-explicit-any -- tests read JSON fields freely; a wrong guess fails the assertion that reads it
+    // deno-lint-ignore no-explicit-any -- tests read JSON fields freely; a wrong guess fails the assertion reading it
     async next(): Promise<any> {
       for (;;) {
         const end = buffer.indexOf("\n\n");
