@@ -69,13 +69,14 @@ function readConfig(options: ServerOptions) {
     throw new ConfigError("JWT_SECRET must be at least 32 bytes (try: openssl rand -hex 32)");
   }
   const publicUrl = options.publicUrl ?? env.PUBLIC_URL;
+  const parsed = publicUrl === undefined ? undefined : parsePublicUrl(publicUrl);
   const host = options.host ?? env.HOST ?? "127.0.0.1"; // loopback: nobody else on the network can reach the demo
   return {
     port: options.port ?? numberFrom("PORT", env.PORT, 3097, 0, 65535),
     host,
-    publicUrl: publicUrl === undefined ? undefined : parsePublicUrl(publicUrl),
+    publicUrl: parsed,
     // Only a server nobody else can reach may fetch loopback URLs for a client: otherwise that is SSRF.
-    loopbackOnly: publicUrl === undefined && isLoopbackHost(host),
+    loopbackOnly: isLoopbackHost(host) && (!parsed || isLoopbackHost(new URL(parsed.base).hostname)),
     basePath: options.basePath?.replace(/\/$/, ""),
     secret,
     accessTtl: options.accessTokenTtlSeconds ?? ttl("ACCESS_TOKEN_TTL_SECONDS", 30),
@@ -805,7 +806,9 @@ async function register(ctx: Context, call: HttpCall) {
   // native clients to the loopback interface, where they listen on a port of the moment (RFC 8252 §7.3).
   // Unstated, a client whose redirect URIs are all loopback is taken for a desktop app: native.
   const stated = isObject(metadata) ? metadata.application_type : undefined;
-  const appType = stated ?? (uris.every((uri) => isLoopbackHost(new URL(uri).hostname)) ? "native" : "web");
+  const appType = stated !== undefined
+    ? stated
+    : (uris.every((uri) => isLoopbackHost(new URL(uri).hostname)) ? "native" : "web");
   if (appType !== "web" && appType !== "native") {
     return oauthError(ctx, call, 400, "invalid_client_metadata", "application_type must be web or native");
   }
