@@ -22,6 +22,7 @@ import {
   clientDocuments,
   consentPage,
   decide,
+  decodeHtmlAttribute,
   pkcePair,
   postForm,
   postJson,
@@ -100,7 +101,7 @@ function challenge(answer: Answer): Record<string, string> {
   return Object.fromEntries([...header.matchAll(/([\w-]+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
 }
 
-/** 401, JSON-RPC error, a Bearer challenge naming the resource metadata; `error="invalid_token"` iff a token was sent. */
+/** 401, JSON-RPC error, a Bearer challenge naming the resource metadata; `error="invalid_token"` iff a token came. */
 function assertUnauthorized(answer: Answer, tokenSent: boolean) {
   assert.equal(answer.status, 401, `expected 401, got ${answer.status}: ${answer.text}`);
   assert.equal(answer.json?.error?.code, -32001, `expected 401 with -32001, got ${answer.text}`);
@@ -224,19 +225,48 @@ function getWithHost(path: string, host: string): Promise<{ status: number; json
 }
 
 // ─── The lazy flow, end to end ───────────────────────────────────────────────────────────────────
-// One host's journey, step by step (each test continues where the previous one stopped).
+// One host's journey, step by step. Each test sets up what its step needs (discovery, registration,
+// sign-in) through the helpers below, so any step runs alone.
 
 describe("The lazy flow", () => {
   const state = "<script>alert('state')</script>";
   const clientName = "<script>alert('name')</script>";
-  const pkce = pkcePair();
-  let resourceMetadataUrl = "";
-  let authorizationServer = { issuer: "", authorization_endpoint: "", registration_endpoint: "" };
-  let clientId = "";
-  let consent: Awaited<ReturnType<typeof consentPage>>["form"];
-  let code = "";
-  let first: { access_token: string; refresh_token: string };
-  let second: { access_token: string; refresh_token: string };
+
+  /** Steps 2–3: the 401 names the resource metadata, which names the authorization server and its metadata. */
+  async function discover() {
+    const refused = await callTool(base, "get_secret");
+    assertUnauthorized(refused, false);
+    const resourceMetadataUrl = challenge(refused).resource_metadata;
+    const resourceMetadata = await request(resourceMetadataUrl);
+    assert.equal(resourceMetadata.status, 200, resourceMetadata.text);
+    const [issuer] = resourceMetadata.json.authorization_servers;
+    const metadata = await request(`${issuer}/.well-known/oauth-authorization-server`);
+    assert.equal(metadata.status, 200, metadata.text);
+    const authorizationServer: { issuer: string; authorization_endpoint: string; registration_endpoint: string } =
+      metadata.json;
+    return { resourceMetadataUrl, resourceMetadata: resourceMetadata.json, issuer, authorizationServer };
+  }
+
+  /** Step 4: the host registers at the registration_endpoint it discovered → 201 with a client_id. */
+  async function register(registrationEndpoint: string) {
+    const answer = await postJson(registrationEndpoint, { redirect_uris: [REDIRECT_URI], client_name: clientName });
+    assert.equal(answer.status, 201, answer.text);
+    assert.equal(answer.json.error, undefined);
+    assert.equal(typeof answer.json.client_id, "string");
+    return answer.json.client_id as string;
+  }
+
+  /** Steps 2–4: a host that has discovered the server and registered. */
+  async function registeredHost() {
+    const discovered = await discover();
+    return { ...discovered, clientId: await register(discovered.authorizationServer.registration_endpoint) };
+  }
+
+  /** Steps 2–6: that host, signed in (the user approved; the code was exchanged with its verifier). */
+  async function signedInHost() {
+    const { clientId } = await registeredHost();
+    return { clientId, tokens: await signIn(base, { clientId, state }) };
+  }
 
   test("A public call works with no token: initialize, tools/list and whoami → 200", async () => {
     const initialize = await rpc(base, {
@@ -255,35 +285,31 @@ describe("The lazy flow", () => {
     assert.match(whoami.json.result.content[0].text, /anonymous/);
   });
 
-  test("A protected call with no token → 401 whose WWW-Authenticate resource_metadata URL resolves to the protected-resource metadata", async () => {
+  test("A protected call without a token → 401 whose resource_metadata URL resolves to the metadata", async () => {
     const answer = await callTool(base, "get_secret");
     assertUnauthorized(answer, false);
-    resourceMetadataUrl = challenge(answer).resource_metadata;
-    const metadata = await request(resourceMetadataUrl);
+    const metadata = await request(challenge(answer).resource_metadata);
     assert.equal(metadata.status, 200, metadata.text);
     assert.equal(metadata.json.resource, resource);
   });
 
   test("The protected-resource metadata leads to the authorization server metadata", async () => {
-    const [issuer] = (await request(resourceMetadataUrl)).json.authorization_servers;
-    const answer = await request(`${issuer}/.well-known/oauth-authorization-server`);
-    assert.equal(answer.status, 200, answer.text);
-    assert.equal(answer.json.issuer, issuer);
-    authorizationServer = answer.json;
+    const { resourceMetadata, issuer, authorizationServer } = await discover();
+    assert.deepEqual(resourceMetadata.authorization_servers, [base]);
+    assert.equal(authorizationServer.issuer, issuer);
+    assert.equal(authorizationServer.authorization_endpoint, `${base}/authorize`);
+    assert.equal(authorizationServer.registration_endpoint, `${base}/register`);
   });
 
   test("The host registers at the registration_endpoint → 201 with a client_id", async () => {
-    const answer = await postJson(authorizationServer.registration_endpoint, {
-      redirect_uris: [REDIRECT_URI],
-      client_name: clientName,
-    });
-    assert.equal(answer.status, 201, answer.text);
-    assert.equal(answer.json.error, undefined);
-    clientId = answer.json.client_id;
+    const { authorizationServer } = await discover();
+    const clientId = await register(authorizationServer.registration_endpoint);
+    assert.notEqual(clientId, "");
   });
 
-  test("/authorize shows a consent page: 200 HTML, a form POSTing a consent token with Approve and Deny buttons, the <script> in client name and state HTML-escaped", async () => {
-    const url = authorizeUrl(base, { clientId, state, pkce });
+  test("/authorize → 200 consent page: a form POSTing a consent token, Approve, Deny; markup escaped", async () => {
+    const { clientId, authorizationServer } = await registeredHost();
+    const url = authorizeUrl(base, { clientId, state });
     assert.equal(`${url.origin}${url.pathname}`, authorizationServer.authorization_endpoint);
     const { page, form } = await consentPage(url);
     assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
@@ -296,44 +322,56 @@ describe("The lazy flow", () => {
     assert.equal(typeof decodeJwt(form.consent).exp, "number", "the consent token is a JWT that expires");
     assert.match(page.text, /<button\b[^>]*\bname="decision"[^>]*\bvalue="approve"[^>]*>\s*Approve\s*<\/button>/);
     assert.match(page.text, /<button\b[^>]*\bname="decision"[^>]*\bvalue="deny"[^>]*>\s*Deny\s*<\/button>/);
-    consent = form;
   });
 
   test("Approve (the form's POST) → 303 to the redirect_uri with code, state and iss", async () => {
-    const location = assertSeeOther(await decide(consent, "approve"));
+    const { clientId, authorizationServer } = await registeredHost();
+    const { form } = await consentPage(authorizeUrl(base, { clientId, state }));
+    const location = assertSeeOther(await decide(form, "approve"));
     assert.equal(`${location.origin}${location.pathname}`, REDIRECT_URI);
     assert.equal(location.searchParams.get("state"), state);
     assert.equal(location.searchParams.get("iss"), authorizationServer.issuer);
     assert.equal(location.searchParams.get("error"), null);
-    code = location.searchParams.get("code") ?? "";
-    assert.notEqual(code, "");
+    assert.notEqual(location.searchParams.get("code") ?? "", "");
   });
 
   test("The code and its verifier → 200 with access and refresh tokens", async () => {
+    const { clientId } = await registeredHost();
+    const pkce = pkcePair();
+    const { code } = await authorizeCode(base, { clientId, state, pkce });
     const answer = await exchange({ code, verifier: pkce.verifier, clientId, redirectUri: REDIRECT_URI }, { resource });
     assertTokens(answer);
     assert.equal(answer.json.scope, "mcp");
     assert.equal(answer.json.expires_in, 30);
-    first = answer.json;
   });
 
   test("Retrying the protected call with the access token → 200 with the secret", async () => {
-    await assertSecretServed(first.access_token);
-    const whoami = await callTool(base, "whoami", first.access_token);
+    const { tokens } = await signedInHost();
+    await assertSecretServed(tokens.access_token);
+    const whoami = await callTool(base, "whoami", tokens.access_token);
     assertRpcResult(whoami);
-    assert.match(whoami.json.result.content[0].text, /demo-user/);
+    assert.equal(
+      whoami.json.result.content[0].text,
+      `You are demo-user, signed in through ${clientName}.`,
+      "whoami names the user and the registered client's name",
+    );
   });
 
   test("The refresh token → 200 with a new access token and a new refresh token", async () => {
+    const { clientId, tokens: first } = await signedInHost();
     const answer = await refreshRequest(first.refresh_token, clientId);
     assertTokens(answer);
-    second = answer.json;
-    assert.notEqual(second.access_token, first.access_token);
-    assert.notEqual(second.refresh_token, first.refresh_token);
-    await assertSecretServed(second.access_token);
+    assert.notEqual(answer.json.access_token, first.access_token);
+    assert.notEqual(answer.json.refresh_token, first.refresh_token);
+    await assertSecretServed(answer.json.access_token);
   });
 
   test("revoke_auth_token → the session's access and refresh tokens stop working", async () => {
+    const { clientId, tokens: first } = await signedInHost();
+    const refreshed = await refreshRequest(first.refresh_token, clientId);
+    assertTokens(refreshed);
+    const second: { access_token: string; refresh_token: string } = refreshed.json;
+    await assertSecretServed(second.access_token);
     const revoke = await callTool(base, "revoke_auth_token", second.access_token);
     assertRpcResult(revoke);
     assertUnauthorized(await callTool(base, "get_secret", second.access_token), true);
@@ -365,7 +403,7 @@ describe("Discovery metadata", () => {
   });
 
   for (const path of ["/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"]) {
-    test(`Protected-resource metadata (RFC 9728) at ${path} names <base>/mcp and this authorization server`, async () => {
+    test(`Protected-resource metadata at ${path} names <base>/mcp and this authorization server`, async () => {
       const answer = await request(`${base}${path}`);
       assert.equal(answer.status, 200, answer.text);
       assert.match(answer.headers.get("content-type") ?? "", /^application\/json/);
@@ -492,7 +530,7 @@ describe("/authorize", () => {
     }
   });
 
-  test("An https redirect_uri, or http on localhost, 127.x or [::1], is accepted when the client lists it → 200", async () => {
+  test("An https redirect_uri, or http on localhost, 127.x or [::1], listed by the client → 200", async () => {
     const uris = [
       "https://app.example/callback",
       "http://localhost:1234/cb",
@@ -506,7 +544,7 @@ describe("/authorize", () => {
     }
   });
 
-  test("A registered client must use a registered redirect_uri exactly: another path, port, query or host → 400 invalid_request", async () => {
+  test("Registered redirect_uris match exactly: other path, port, query or host → 400 invalid_request", async () => {
     const registered = await postJson(`${base}/register`, { redirect_uris: ["https://app.example/callback"] });
     assert.equal(registered.status, 201, registered.text);
     const clientId = registered.json.client_id;
@@ -611,7 +649,40 @@ describe("/authorize", () => {
     );
   });
 
-  test("The consent page refuses framing and caching: X-Frame-Options DENY, CSP frame-ancestors 'none', Cache-Control no-store", async () => {
+  test("The consent page: the client's name first (<strong>), its short id, the full one in <details>", async () => {
+    const documentId = clientDocuments.client("/authorize/layout.json", [REDIRECT_URI], { name: "Layout & Co" });
+    const registered = await postJson(`${base}/register`, { redirect_uris: [REDIRECT_URI], client_name: "Layout App" });
+    assert.equal(registered.status, 201, registered.text);
+    const document = new URL(documentId);
+    const cases = [
+      { clientId: documentId, name: "Layout & Co", shortId: `${document.host}${document.pathname}` },
+      { clientId: registered.json.client_id as string, name: "Layout App", shortId: /registered:[A-Za-z0-9_-]{8}\b/ },
+    ];
+    for (const { clientId, name, shortId } of cases) {
+      const answer = await authorize({ client_id: clientId });
+      assert.equal(answer.status, 200, answer.text);
+      const body = answer.text.slice(answer.text.search(/<body\b/i));
+      const strong = /<strong>([^<]*)<\/strong>/.exec(body);
+      assert.equal(decodeHtmlAttribute(strong?.[1] ?? ""), name, "the first <strong> is the client's name");
+      const details = [...body.matchAll(/<details\b[^>]*>([\s\S]*?)<\/details>/gi)].map((m) => m[1]);
+      assert.ok(
+        details.some((content) => decodeHtmlAttribute(content).includes(clientId)),
+        `the full client_id is inside a <details> element: ${details.join(" | ")}`,
+      );
+      const outside = decodeHtmlAttribute(body.replace(/<details\b[\s\S]*?<\/details>/gi, ""));
+      const at = typeof shortId === "string" ? outside.indexOf(shortId) : outside.search(shortId);
+      assert.ok(at !== -1, `the short id ${shortId} is shown outside <details>: ${outside}`);
+      assert.ok(
+        (strong?.index ?? Infinity) < body.indexOf("<details") && outside.indexOf(name) < at,
+        "the name comes first, then the short id and the full one",
+      );
+      assert.ok(!outside.includes(clientId), "the full client_id is shown only inside <details>");
+      assert.ok(outside.indexOf(name) < outside.indexOf(REDIRECT_URI), "the name comes before the redirect");
+      assert.ok(body.includes("This demo has no sign-in: you approve as demo-user."), "the page says who approves");
+    }
+  });
+
+  test("The consent page refuses framing and caching: X-Frame-Options, frame-ancestors 'none', no-store", async () => {
     const answer = await authorize();
     assert.equal(answer.status, 200, answer.text);
     assert.equal(answer.headers.get("x-frame-options"), "DENY");
@@ -741,7 +812,7 @@ describe("/token", () => {
     );
   });
 
-  test("Auth-code replay revokes the session minted by the first exchange: its access token → 401 invalid_token, its refresh token → invalid_grant", async () => {
+  test("A code replay revokes the first exchange's session: access → 401, refresh → invalid_grant", async () => {
     const authorization = await authorizeCode(base);
     const first = await exchange(authorization);
     assertTokens(first);
@@ -766,17 +837,17 @@ describe("/token", () => {
   });
 
   // Each malformed verifier below is given its own S256 challenge, so only the format rule can refuse it.
-  test("A code_verifier shorter than 43 characters → invalid_grant, even when its S256 matches the challenge", async () => {
+  test("A code_verifier under 43 characters → invalid_grant, even when its S256 matches the challenge", async () => {
     const pkce = pkcePair(randomBytes(32).toString("base64url").slice(0, 42));
     assertOAuthError(await exchange(await authorizeCode(base, { pkce })), 400, "invalid_grant");
   });
 
-  test("A code_verifier longer than 128 characters → invalid_grant, even when its S256 matches the challenge", async () => {
+  test("A code_verifier over 128 characters → invalid_grant, even when its S256 matches the challenge", async () => {
     const pkce = pkcePair(randomBytes(100).toString("base64url").slice(0, 129));
     assertOAuthError(await exchange(await authorizeCode(base, { pkce })), 400, "invalid_grant");
   });
 
-  test("A code_verifier with a character outside [A-Za-z0-9-._~] → invalid_grant, even when its S256 matches the challenge", async () => {
+  test("A code_verifier with a character outside [A-Za-z0-9-._~] → invalid_grant, though S256 matches", async () => {
     for (const bad of ["+", "/", "=", " ", "%", "é"]) {
       const pkce = pkcePair(`${randomBytes(32).toString("base64url").slice(0, 42)}${bad}`);
       assertOAuthError(await exchange(await authorizeCode(base, { pkce })), 400, "invalid_grant");
@@ -801,7 +872,7 @@ describe("/token", () => {
     assertTokens(await exchange(await authorizeCode(base), { resource }));
   });
 
-  test("A code checks out only with our signature, the code typ, our issuer and an unexpired exp → otherwise invalid_grant", async () => {
+  test("A code counts only with our signature, code typ, our issuer, a live exp → else invalid_grant", async () => {
     const pkce = pkcePair();
     const claims = (overrides: JWTPayload = {}): JWTPayload => ({
       iss: base,
@@ -839,7 +910,7 @@ describe("/token", () => {
     assertOAuthError(await redeem(unsigned(claims(), "code+jwt")), 400, "invalid_grant");
   });
 
-  test("Refresh rotation: each refresh returns a new refresh token; reusing an old one → invalid_grant and the whole session is revoked", async () => {
+  test("Refresh rotation: a new refresh token each time; reusing one → invalid_grant, session revoked", async () => {
     const tokens = await signIn(base);
     const rotated = await refreshRequest(tokens.refresh_token);
     assertTokens(rotated);
@@ -860,7 +931,7 @@ describe("/token", () => {
     );
   });
 
-  test("Refresh naming a resource other than this server's /mcp → invalid_target, and the refresh token is not spent", async () => {
+  test("Refresh naming a resource other than /mcp → invalid_target; the refresh token is not spent", async () => {
     const tokens = await signIn(base);
     const refresh = { grant_type: "refresh_token", refresh_token: tokens.refresh_token, client_id: CLIENT_ID };
     assertOAuthError(await tokenRequest({ ...refresh, resource: "https://other.example/mcp" }), 400, "invalid_target");
@@ -894,17 +965,17 @@ describe("/token", () => {
     );
   });
 
-  test("The refresh lifetime is absolute (refreshTokenTtlSeconds: 3): a refresh at 1.5 s works and keeps the original exp; past 3 s → invalid_grant", async () => {
-    const short = await startServer({ port: 0, host: "127.0.0.1", refreshTokenTtlSeconds: 3, log: () => {} });
+  test("Refresh lifetime is absolute (2 s): a refresh at 1 s keeps the exp; past 2 s → invalid_grant", async () => {
+    const short = await startServer({ port: 0, host: "127.0.0.1", refreshTokenTtlSeconds: 2, log: () => {} });
     try {
       const start = await startOfNextSecond(); // exp claims are whole seconds: start on a boundary
       const tokens = await signIn(short.url);
       const sessionEnd = Number(decodeJwt(tokens.refresh_token).exp) * 1000;
       assert.ok(
-        sessionEnd - start >= 3000 && sessionEnd - start <= 4000,
-        `the session lasts about 3 s: ${sessionEnd - start} ms`,
+        sessionEnd - start >= 2000 && sessionEnd - start <= 3000,
+        `the session lasts about 2 s: ${sessionEnd - start} ms`,
       );
-      await sleep(start + 1500 - Date.now());
+      await sleep(start + 1000 - Date.now());
       const rotated = await refreshRequest(tokens.refresh_token, CLIENT_ID, short.url);
       assertTokens(rotated);
       assert.equal(
@@ -1000,7 +1071,7 @@ describe("/token", () => {
     assertOAuthError(answer, 400, "invalid_request");
   });
 
-  test("When the store cannot answer → 503 temporarily_unavailable with no-store, never tokens (and /mcp never serves the secret)", async () => {
+  test("Store down → 503 temporarily_unavailable, no-store, never tokens; /mcp never serves the secret", async () => {
     const down = () => Promise.reject(new Error("store down"));
     const failing = await startServer({
       port: 0,
@@ -1032,6 +1103,7 @@ describe("/token", () => {
         scope: "mcp",
         resource: `${at}/mcp`,
         exp: nowSeconds() + 60,
+        session_end: nowSeconds() + 60,
       }, { typ: "refresh+jwt" });
       assertOAuthError(await refreshRequest(refresh, CLIENT_ID, at), 503, "temporarily_unavailable");
       const access = await forge(accessClaims({ iss: at, aud: `${at}/mcp` }));
@@ -1062,7 +1134,7 @@ describe("/register", () => {
     assert.equal(typeof answer.json.client_id_issued_at, "number");
   });
 
-  test("The registered client_id works at /authorize and /token with its redirect_uri, and is refused with another", async () => {
+  test("A registered client_id works at /authorize and /token with its redirect_uri, not with another", async () => {
     const answer = await register({ redirect_uris: [REDIRECT_URI] });
     assert.equal(answer.status, 201, answer.text);
     const clientId = answer.json.client_id;
@@ -1075,7 +1147,7 @@ describe("/register", () => {
     );
   });
 
-  test("redirect_uris missing, empty, not a list of URLs, non-https off loopback, or with a fragment → 400 invalid_redirect_uri", async () => {
+  test("redirect_uris missing, empty, not URLs, http off loopback, fragment → 400 invalid_redirect_uri", async () => {
     for (
       const uris of [
         undefined,
@@ -1110,7 +1182,7 @@ describe("/register", () => {
     }
   });
 
-  test("token_endpoint_auth_method other than none (client_secret_basic, …) → 400 invalid_client_metadata", async () => {
+  test("token_endpoint_auth_method other than none (client_secret_basic…) → 400 invalid_client_metadata", async () => {
     for (const method of ["client_secret_basic", "client_secret_post", "private_key_jwt"]) {
       const answer = await register({
         token_endpoint_auth_method: method,
@@ -1165,7 +1237,7 @@ describe("/register", () => {
     await assertSecretServed(tokens.access_token);
   });
 
-  test("A body that is not a JSON object → 400 invalid_client_metadata; another content type → 415 invalid_client_metadata", async () => {
+  test("A body not a JSON object → 400 invalid_client_metadata; another content type → 415, same error", async () => {
     for (const body of [["https://app.example/callback"], "x", null]) {
       assertOAuthError(await register(body), 400, "invalid_client_metadata");
     }
@@ -1183,7 +1255,7 @@ describe("/register", () => {
 describe("/mcp", () => {
   const anotherKey = "another secret that is at least 32 bytes";
 
-  test("A token crafted with every access-token claim right is accepted (the control for the forgeries below)", async () => {
+  test("A token crafted with every access-token claim right is accepted (the control for the forgeries)", async () => {
     await assertSecretServed(await forge(accessClaims()));
   });
 
@@ -1244,20 +1316,24 @@ describe("/mcp", () => {
     }
   });
 
-  test("An access token past its lifetime (accessTokenTtlSeconds: 1) → 401 invalid_token; the refresh grant gives a working one", async () => {
+  test("An access token past its lifetime (1 s) → 401 invalid_token; a refresh gives a working one", async () => {
     const short = await startServer({ port: 0, host: "127.0.0.1", accessTokenTtlSeconds: 1, log: () => {} });
     try {
-      const start = await startOfNextSecond(); // exp claims are whole seconds: start on a boundary
+      const asked = Date.now();
       const tokens = await signIn(short.url);
+      const answered = Date.now();
       assert.equal(tokens.expires_in, 1);
       await assertSecretServed(tokens.access_token, short.url);
+      // exp is whole seconds, rounded up: the token lives at least 1 s and less than 2 s past its issue.
       const expiry = Number(decodeJwt(tokens.access_token).exp) * 1000;
-      assert.ok(expiry - start >= 1000 && expiry - start <= 2000, `the token lasts about 1 s: ${expiry - start} ms`);
+      assert.ok(
+        expiry - asked >= 1000 && expiry - answered <= 2000,
+        `the token lasts about 1 s: ${expiry - asked} ms after the request`,
+      );
       await sleep(expiry + 200 - Date.now());
       const expired = await callTool(short.url, "get_secret", tokens.access_token);
       assert.equal(expired.status, 401, expired.text);
       assert.equal(challenge(expired).error, "invalid_token");
-      await startOfNextSecond();
       const refreshed = await refreshRequest(tokens.refresh_token, CLIENT_ID, short.url);
       assertTokens(refreshed);
       await assertSecretServed(refreshed.json.access_token, short.url);
@@ -1266,12 +1342,14 @@ describe("/mcp", () => {
     }
   });
 
-  test("An access token is honoured for the whole expires_in it advertises, even when issued just before a second ends", async () => {
+  test("An access token is honoured for its whole expires_in, even when issued just before a second ends", async () => {
     const short = await startServer({ port: 0, host: "127.0.0.1", accessTokenTtlSeconds: 1, log: () => {} });
     try {
       const authorization = await authorizeCode(short.url);
-      const boundary = await startOfNextSecond();
-      await sleep(boundary + 880 - Date.now()); // issue the token 120 ms before the next whole second
+      // Issue the token 120 ms before the next whole second: the next instant whose milliseconds are 880.
+      let lateInSecond = Math.floor(Date.now() / 1000) * 1000 + 880;
+      if (lateInSecond < Date.now() + 50) lateInSecond += 1000;
+      await sleep(lateInSecond - Date.now());
       const issued = Date.now();
       const answer = await exchange(authorization, {}, short.url);
       assertTokens(answer);
@@ -1283,7 +1361,7 @@ describe("/mcp", () => {
     }
   });
 
-  test('401 without a token carries no error= parameter; with a rejected token it says error="invalid_token"', async () => {
+  test('401 without a token has no error= parameter; with a rejected token it says error="invalid_token"', async () => {
     const none = await callTool(base, "get_secret");
     assertUnauthorized(none, false);
     assert.doesNotMatch(none.headers.get("www-authenticate") ?? "", /error=/);
@@ -1297,11 +1375,24 @@ describe("/mcp", () => {
       assertRpcResult(answer);
       assert.match(answer.json.result.content[0].text, /anonymous/);
     }
+    // A metadata-document client is named by its document's host and path (its short label).
     const tokens = await signIn(base);
     const answer = await callTool(base, "whoami", tokens.access_token);
     assertRpcResult(answer);
-    assert.match(answer.json.result.content[0].text, /demo-user/);
-    assert.match(answer.json.result.content[0].text, new RegExp(CLIENT_ID.replace(/[.]/g, "\\.")));
+    const document = new URL(CLIENT_ID);
+    assert.equal(
+      answer.json.result.content[0].text,
+      `You are demo-user, signed in through ${document.host}${document.pathname}.`,
+    );
+    // A registered client by its client_name, or, when it gave none, as "a registered client".
+    for (const [name, shown] of [["Whoami App", "Whoami App"], [undefined, "a registered client"]]) {
+      const registered = await postJson(`${base}/register`, { redirect_uris: [REDIRECT_URI], client_name: name });
+      assert.equal(registered.status, 201, registered.text);
+      const signedIn = await signIn(base, { clientId: registered.json.client_id });
+      const whoami = await callTool(base, "whoami", signedIn.access_token);
+      assertRpcResult(whoami);
+      assert.equal(whoami.json.result.content[0].text, `You are demo-user, signed in through ${shown}.`);
+    }
   });
 
   test("Invalid JSON → 400 -32700", async () => {
@@ -1334,7 +1425,7 @@ describe("/mcp", () => {
     }
   });
 
-  test("An id that is not a finite number (1e400 parses to Infinity) → 400 -32600, not an answer to id null", async () => {
+  test("An id that is not a finite number (1e400 parses to Infinity) → 400 -32600, not an answer to null", async () => {
     const answer = await request(`${base}/mcp`, {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -1383,11 +1474,18 @@ describe("/mcp", () => {
     assert.deepEqual(answer.json, { jsonrpc: "2.0", id: 7, result: {} });
   });
 
+  test("resources/templates/list → 200 with an empty resourceTemplates list", async () => {
+    const answer = await rpc(base, { jsonrpc: "2.0", id: 8, method: "resources/templates/list" });
+    assertRpcResult(answer);
+    assert.deepEqual(answer.json, { jsonrpc: "2.0", id: 8, result: { resourceTemplates: [] } });
+  });
+
   test("A notification (and a client's JSON-RPC response) → 202 with an empty body", async () => {
     for (
       const message of [
         { jsonrpc: "2.0", method: "notifications/initialized" },
-        { jsonrpc: "2.0", method: "tools/call", params: { name: "get_secret" } }, // no id: nothing runs, nothing answers
+        // no id: nothing runs, nothing answers
+        { jsonrpc: "2.0", method: "tools/call", params: { name: "get_secret" } },
         { jsonrpc: "2.0", id: 5, result: {} },
       ]
     ) {
@@ -1434,7 +1532,7 @@ function envelope(method: string, params: Record<string, unknown> = {}, version 
   return { jsonrpc: "2.0", id, method, params: { ...params, _meta } };
 }
 
-/** POST a 2026-07-28 request with the headers a conforming client sends; `headers` replaces or (undefined) removes them. */
+/** POST a 2026-07-28 request with a conforming client's headers; `headers` replaces or (undefined) removes them. */
 function modern(
   method: string,
   params: Record<string, unknown> = {},
@@ -1463,7 +1561,7 @@ async function revokedToken(): Promise<string> {
 }
 
 describe("/mcp in the 2026-07-28 era", () => {
-  test("server/discover → 200: supportedVersions with 2026-07-28, capabilities, resultType complete, ttlMs, cacheScope, serverInfo in _meta", async () => {
+  test("server/discover → 200: supportedVersions, capabilities, resultType, ttlMs, cacheScope, _meta", async () => {
     const answer = await rpc(base, envelope("server/discover", {}, MODERN, "server-discover-probe-1"), {
       headers: { "mcp-protocol-version": MODERN, "mcp-method": "server/discover" },
     });
@@ -1481,7 +1579,7 @@ describe("/mcp in the 2026-07-28 era", () => {
     assert.equal(typeof result._meta["io.modelcontextprotocol/serverInfo"].version, "string");
   });
 
-  test("tools/list → resultType complete, ttlMs and cacheScope, and every tool with an object input schema", async () => {
+  test("tools/list → resultType complete, ttlMs, cacheScope, and every tool with an object input schema", async () => {
     const answer = await modern("tools/list");
     assertRpcResult(answer);
     const result = answer.json.result;
@@ -1532,7 +1630,7 @@ describe("/mcp in the 2026-07-28 era", () => {
     assertRpcError(answer, 400, -32020);
   });
 
-  test("A version the server does not speak, in header and body alike → 400 -32022 listing the supported versions", async () => {
+  test("A version not spoken here, in header and body alike → 400 -32022 listing the supported versions", async () => {
     const answer = await modern("tools/list", {}, { version: "2099-01-01" });
     assertRpcError(answer, 400, -32022);
     assert.ok(answer.json.error.data.supported.includes(MODERN), answer.text);
@@ -1551,7 +1649,7 @@ describe("/mcp in the 2026-07-28 era", () => {
     assertRpcError(await modernCall("whoami", { headers: { "mcp-name": "who" } }), 400, -32020);
   });
 
-  test("resources/read: Mcp-Name naming its URI → 200; without Mcp-Name, or naming another URI → 400 -32020", async () => {
+  test("resources/read: Mcp-Name naming its URI → 200; without Mcp-Name or naming another → 400 -32020", async () => {
     const uri = "ui://lazy-auth/secret.html";
     const read = await modern("resources/read", { uri });
     assertRpcResult(read);
@@ -1561,7 +1659,7 @@ describe("/mcp in the 2026-07-28 era", () => {
     assertRpcError(await modern("resources/read", { uri }, { headers: other }), 400, -32020);
   });
 
-  test("A base64-encoded Mcp-Name (=?base64?…?=) is decoded before comparing: the same name → 200, another → 400 -32020", async () => {
+  test("A base64 Mcp-Name (=?base64?…?=) is decoded, then compared: same → 200, another → 400 -32020", async () => {
     const encode = (name: string) => `=?base64?${Buffer.from(name).toString("base64")}?=`;
     const same = await modernCall("whoami", { headers: { "mcp-name": encode("whoami") } });
     assertRpcResult(same);
@@ -1569,7 +1667,7 @@ describe("/mcp in the 2026-07-28 era", () => {
     assertRpcError(await modernCall("whoami", { headers: { "mcp-name": encode("get_secret") } }), 400, -32020);
   });
 
-  test("Smuggling: Mcp-Name: whoami over a body calling get_secret with no token → 400 -32020 (not 401, not 200, no secret)", async () => {
+  test("Smuggling: Mcp-Name whoami, body calling get_secret, no token → 400 -32020 (no 401, no secret)", async () => {
     const answer = await modernCall("get_secret", { headers: { "mcp-name": "whoami" } });
     assertRpcError(answer, 400, -32020);
     assert.doesNotMatch(answer.text, /lazy auth works/);
@@ -1630,7 +1728,14 @@ describe("/mcp in the 2026-07-28 era", () => {
     assert.equal(answer.json.result.resultType, "complete");
   });
 
-  test("2025 era unchanged: initialize echoes 2025-06-18 and 2025-03-26, answers 2025-11-25 to an unknown version, results carry no resultType", async () => {
+  test("resources/templates/list → 200 with an empty resourceTemplates list and resultType complete", async () => {
+    const answer = await modern("resources/templates/list");
+    assertRpcResult(answer);
+    assert.deepEqual(answer.json.result.resourceTemplates, []);
+    assert.equal(answer.json.result.resultType, "complete");
+  });
+
+  test("2025 era: initialize echoes 2025-06-18/2025-03-26, answers 2025-11-25 to others, no resultType", async () => {
     for (
       const [asked, expected] of [
         ["2025-06-18", "2025-06-18"],
@@ -1671,7 +1776,7 @@ describe("/mcp in the 2026-07-28 era", () => {
 // ─── CORS ────────────────────────────────────────────────────────────────────────────────────────
 
 describe("CORS", () => {
-  test("Every response off /authorize carries Access-Control-Allow-Origin: * and exposes WWW-Authenticate: successes, errors, 401, 404, 405, 413, 415", async () => {
+  test("Answers off /authorize: Allow-Origin *, WWW-Authenticate exposed (200, 401, 404, 405, 413, 415)", async () => {
     const answers: Record<string, Answer> = {
       "GET /": await request(`${base}/`),
       "AS metadata": await request(`${base}/.well-known/oauth-authorization-server`),
@@ -1718,7 +1823,7 @@ describe("CORS", () => {
     ]);
   });
 
-  test("No /authorize answer carries CORS headers: the consent page, its 303s, and its 400, 403 and 405 errors", async () => {
+  test("No /authorize answer has CORS headers: the consent page, its 303s, its 400, 403 and 405 errors", async () => {
     const page = await consentPage(authorizeUrl(base));
     const answers: Record<string, Answer> = {
       "consent page": page.page,
@@ -1735,7 +1840,7 @@ describe("CORS", () => {
     assert.deepEqual(Object.values(answers).map((answer) => answer.status), [200, 303, 303, 400, 400, 403, 405]);
   });
 
-  test("OPTIONS preflight → 204 allowing GET and POST and the headers authorization, content-type, mcp-protocol-version, mcp-session-id, last-event-id, mcp-method, mcp-name", async () => {
+  test("OPTIONS preflight → 204 allowing GET, POST, authorization, content-type and the MCP headers", async () => {
     for (const path of ["/mcp", "/token", "/register", "/.well-known/oauth-authorization-server"]) {
       const answer = await request(`${base}${path}`, {
         method: "OPTIONS",
@@ -1852,14 +1957,23 @@ describe("Unknown paths, body limits and failures", () => {
         resolve(`no answer within 5 s: ${received}`);
       }, 5000);
       socket.setEncoding("utf8");
-      socket.on("data", (chunk: string) => (received += chunk));
+      socket.on("data", (chunk: string) => {
+        received += chunk;
+        // A whole answer is in (headers and Content-Length bytes of body): no need to wait for the close.
+        const end = received.indexOf("\r\n\r\n");
+        const length = Number(/\r\ncontent-length: *(\d+)/i.exec(received)?.[1]);
+        if (end !== -1 && Number.isInteger(length) && Buffer.byteLength(received.slice(end + 4)) >= length) {
+          socket.destroy();
+        }
+      });
       socket.on("close", () => {
         clearTimeout(timer);
         resolve(received);
       });
       socket.on("error", reject);
       socket.write(
-        `POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{`,
+        `POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\n` +
+          "Content-Length: 10000000\r\n\r\n{",
       );
     });
     assert.match(reply, /^HTTP\/1\.1 413 /, reply);
@@ -1874,12 +1988,15 @@ describe("Unknown paths, body limits and failures", () => {
   });
 
   test("A handler that throws → JSON 500 without a stack trace, and the server keeps serving", async () => {
-    // A log function that throws on OAuth events is the one way, from outside, to make a handler throw.
+    // An event sink that throws on OAuth errors and challenges is the one way, from outside, to make a
+    // handler throw: events reach onEvent as they happen, inside the handler.
     const fragile = await startServer({
       port: 0,
       host: "127.0.0.1",
-      log: (line) => {
-        if (line.startsWith("[oauth]")) throw new Error("boom in the log sink");
+      log: () => {},
+      onEvent: (event) => {
+        const refusal = (event.type === "oauth_error" && event.status < 500) || event.type === "challenge";
+        if (refusal) throw new Error("boom in the event sink");
       },
     });
     try {
@@ -1887,7 +2004,7 @@ describe("Unknown paths, body limits and failures", () => {
       assertOAuthError(oauth, 500, "server_error");
       assert.doesNotMatch(oauth.text, STACK_TRACE);
       assert.doesNotMatch(oauth.text, /boom/);
-      // A rejected token is an OAuth event (a challenge without one is not logged: it is the lazy path).
+      // The 401 challenge is an event too.
       const mcp = await callTool(fragile.url, "get_secret", "not-a-valid-token");
       assertRpcError(mcp, 500, -32000);
       assert.doesNotMatch(mcp.text, STACK_TRACE);
@@ -1946,17 +2063,22 @@ describe("Unknown paths, body limits and failures", () => {
 // ─── The single-use memory ───────────────────────────────────────────────────────────────────────
 
 describe("MemoryStore (the single-use memory)", () => {
+  // Expiries here are a fraction of a second away (epoch seconds need not be whole), and the tests wait
+  // just past them: a timer that fires at the entry's own expiry is what is being checked.
+  const SHORT_S = 0.25;
+  const pastShortExpiry = () => sleep(SHORT_S * 1000 + 150);
+
   test("spendOnce is true once, false after; the entry is forgotten at its expiry (a timer, not a sweep)", async () => {
     const store = new MemoryStore();
-    const expiresAt = Date.now() / 1000 + 1;
+    const expiresAt = Date.now() / 1000 + SHORT_S;
     assert.equal(await store.spendOnce("code-1", expiresAt), true);
     assert.equal(await store.spendOnce("code-1", expiresAt), false);
     assert.equal(store.size, 1);
-    await sleep(1200);
+    await pastShortExpiry();
     assert.equal(store.size, 0);
   });
 
-  test("A session records its current refresh token: rotateRefresh swaps it only from the current one, in place", async () => {
+  test("A session records its current refresh token: rotateRefresh swaps it only from the current one", async () => {
     const store = new MemoryStore();
     const expiresAt = Date.now() / 1000 + 60;
     await store.startSession("sid-1", "jti-1", expiresAt);
@@ -1980,8 +2102,8 @@ describe("MemoryStore (the single-use memory)", () => {
 
   test("A session record is forgotten at its expiry", async () => {
     const store = new MemoryStore();
-    await store.startSession("sid-1", "jti-1", Date.now() / 1000 + 1);
-    await sleep(1200);
+    await store.startSession("sid-1", "jti-1", Date.now() / 1000 + SHORT_S);
+    await pastShortExpiry();
     assert.equal(store.size, 0);
     assert.equal(await store.rotateRefresh("sid-1", "jti-1", "jti-2"), false);
   });
@@ -1996,10 +2118,10 @@ describe("MemoryStore (the single-use memory)", () => {
     assert.equal(store.size, 0);
   });
 
-  test("Past maxEntries, spendOnce, startSession and raiseFlag reject; revokeSession never does; expiry makes room", async () => {
+  test("Past maxEntries spendOnce, startSession, raiseFlag reject; revokeSession never; expiry frees", async () => {
     const store = new MemoryStore({ maxEntries: 3 });
     assert.equal(store.durable, false, "the memory store forgets everything on restart");
-    const soon = Date.now() / 1000 + 1;
+    const soon = Date.now() / 1000 + SHORT_S;
     assert.equal(await store.spendOnce("code-1", soon), true);
     await store.startSession("sid-1", "jti-1", soon);
     await store.raiseFlag("flag-1", soon);
@@ -2011,7 +2133,7 @@ describe("MemoryStore (the single-use memory)", () => {
     assert.equal(await store.rotateRefresh("sid-1", "jti-1", "jti-2"), true, "a rotation needs no room");
     await store.revokeSession("sid-1", soon);
     assert.equal(await store.isRevoked("sid-1"), true, "a revocation is never refused");
-    await sleep(1200);
+    await pastShortExpiry();
     assert.equal(store.size, 0);
     assert.equal(await store.spendOnce("code-2", Date.now() / 1000 + 1), true, "expiry made room");
   });
@@ -2019,10 +2141,10 @@ describe("MemoryStore (the single-use memory)", () => {
   test("A revoked session stays revoked until its expiry, then is forgotten", async () => {
     const store = new MemoryStore();
     assert.equal(await store.isRevoked("sid-1"), false);
-    await store.revokeSession("sid-1", Date.now() / 1000 + 1);
+    await store.revokeSession("sid-1", Date.now() / 1000 + SHORT_S);
     assert.equal(await store.isRevoked("sid-1"), true);
     assert.equal(store.size, 1);
-    await sleep(1200);
+    await pastShortExpiry();
     assert.equal(await store.isRevoked("sid-1"), false);
     assert.equal(store.size, 0);
   });
