@@ -5,7 +5,7 @@
  * answers after a random delay (as a networked store does), which widens every window.
  *
  *   - one code redeemed 50 times at once: exactly one grant; the replays revoke the session it started;
- *   - one refresh token presented 20 times at once: at most one grant; the session is revoked;
+ *   - one refresh token presented 20 times at once: exactly one grant, of the session; the reuse revokes it;
  *   - a replay racing the first exchange, both released at the same instant: whichever won is revoked;
  *   - refresh racing a code replay, refresh racing revoke_auth_token: afterwards nothing of the session works;
  *   - independent sign-ins at once never disturb each other.
@@ -210,6 +210,19 @@ for (const [storeName, makeStore] of stores) {
       assert.equal(r.headers["cache-control"], "no-store");
     }
 
+    /** `next` is a new pair of `first`'s session: new tokens, the same sid, an access token for /mcp. */
+    function assertSameSession(next: Grant, first: Grant) {
+      assert.notEqual(next.access_token, first.access_token, "a new access token");
+      assert.notEqual(next.refresh_token, first.refresh_token, "a new refresh token (rotation)");
+      const claims = (token: string) =>
+        JSON.parse(Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8")) as Record<string, unknown>;
+      const access = claims(next.access_token);
+      assert.equal(access.sid, claims(first.access_token).sid, "the same session");
+      assert.equal(claims(next.refresh_token).sid, access.sid);
+      assert.equal(access.aud, `${base}/mcp`);
+      assert.ok(typeof access.exp === "number" && access.exp * 1000 > Date.now(), "an unexpired access token");
+    }
+
     /** Every token of the session is dead: the access token gets 401 invalid_token, the refresh token invalid_grant. */
     async function assertSessionDead(grant: Grant, what: string) {
       const call = await callTool("get_secret", grant.access_token);
@@ -243,7 +256,7 @@ for (const [storeName, makeStore] of stores) {
 
     // ─── The races ───────────────────────────────────────────────────────────────────────────────
 
-    it("50 simultaneous redemptions of one code: exactly one grant, 49 invalid_grant, and that grant's session is revoked", async () => {
+    it("50 simultaneous redemptions of one code: one grant, 49 invalid_grant, its session revoked", async () => {
       const { code, verifier } = await newCode();
       const replies = await released(Array.from({ length: 50 }, () => exchangeRequest(code, verifier)));
       const winners = grantsOf(replies);
@@ -252,19 +265,32 @@ for (const [storeName, makeStore] of stores) {
       await assertSessionDead(winners[0], "after 49 replays");
     });
 
-    it("20 simultaneous refreshes of one refresh token: at most one grant, the rest invalid_grant, and the session is revoked", async () => {
+    it("one refresh alone: a new pair whose access token opens get_secret (the race's control)", async () => {
+      const first = await signIn();
+      const [refreshed] = await released([refreshRequest(first.refresh_token)]);
+      assert.equal(refreshed.status, 200, refreshed.body);
+      const [winner] = grantsOf([refreshed]);
+      assertSameSession(winner, first);
+      const call = await callTool("get_secret", winner.access_token);
+      assert.equal(call.status, 200, `the refreshed access token opens get_secret: ${call.body}`);
+    });
+
+    it("20 simultaneous refreshes of one token: exactly one grant, 19 invalid_grant; the reuse revokes", async () => {
       const first = await signIn();
       assert.equal((await callTool("get_secret", first.access_token)).status, 200);
       const replies = await released(Array.from({ length: 20 }, () => refreshRequest(first.refresh_token)));
       const winners = grantsOf(replies);
-      assert.ok(winners.length <= 1, `${winners.length} refreshes succeeded`);
+      assert.equal(winners.length, 1, `exactly one refresh succeeds: ${replies.map((r) => r.status).join(" ")}`);
       for (const r of replies.filter((reply) => reply.status !== 200)) assertInvalidGrant(r);
-      for (const winner of winners) await assertSessionDead(winner, "the winning refresh");
+      // The winner was a real rotation of this session; the 19 presentations of the spent token are reuse,
+      // which revokes the session (RFC 9700 §4.14.2), so its new pair is dead too.
+      assertSameSession(winners[0], first);
+      await assertSessionDead(winners[0], "the winning refresh");
       const call = await callTool("get_secret", first.access_token);
       assert.equal(call.status, 401, "the session's first access token is revoked too");
     });
 
-    it("a replay released at the same instant as the first exchange: one grant, and its tokens are revoked (30 rounds)", async () => {
+    it("a replay released with the first exchange: one grant, and its tokens are revoked (30 rounds)", async () => {
       for (let round = 0; round < 30; round++) {
         const { code, verifier } = await newCode();
         const replies = await released([exchangeRequest(code, verifier), exchangeRequest(code, verifier)]);
@@ -275,7 +301,7 @@ for (const [storeName, makeStore] of stores) {
       }
     });
 
-    it("an attacker's replay (wrong verifier, another client) racing the real exchange: whatever was granted is revoked (20 rounds)", async () => {
+    it("an attacker's replay (wrong verifier, client) racing the exchange: any grant revoked (20 rounds)", async () => {
       for (let round = 0; round < 20; round++) {
         const { code, verifier } = await newCode();
         const attacker = form({
@@ -292,7 +318,7 @@ for (const [storeName, makeStore] of stores) {
       }
     });
 
-    it("refresh racing a replay of the session's code: afterwards no token of the session works (20 rounds)", async () => {
+    it("refresh racing a replay of the session's code: then no token of the session works (20 rounds)", async () => {
       for (let round = 0; round < 20; round++) {
         const { code, verifier } = await newCode();
         const [exchanged] = await released([exchangeRequest(code, verifier)]);
