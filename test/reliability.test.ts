@@ -1,4 +1,4 @@
-// What a restart, a shutdown and a client that hangs up do (issue #15). Black-box: the shutdown tests run
+// What a restart, a shutdown and a client that hangs up do. Black-box: the shutdown tests run
 // server.ts as its own process (`node --import tsx server.ts`) and send it real signals; the restart tests
 // start a server, stop it, and start another on the same port with the same JWT_SECRET, as a restart does
 // (two startServer calls are two memories, exactly as two processes are). Raw sockets where the test must
@@ -14,7 +14,7 @@ import { connect, type Socket } from "node:net";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { createRedisStore } from "../examples/redis-store.ts";
-import { type RunningServer, type ServerOptions, startServer } from "../server.ts";
+import { type LazyAuthEvent as Event, type RunningServer, type ServerOptions, startServer } from "../server.ts";
 import {
   type Answer,
   type Authorization,
@@ -32,6 +32,11 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const SECRET = randomBytes(32).toString("hex");
 /** How long past the grace period a process may take to be gone: generous, the machine may be busy. */
 const EXIT_MARGIN_MS = 7_000;
+/**
+ * Short header, request and drain timeouts for servers started here, so no test waits out the 10 s and 8 s
+ * defaults; each is still far longer than a healthy request on a busy machine takes.
+ */
+const SHORT_TIMEOUTS = { headersTimeoutMs: 1_500, requestTimeoutMs: 1_500, shutdownGraceMs: 1_000 };
 
 // ─── A restart with the in-memory store ──────────────────────────────────────────────────────────
 // The memory forgets on restart, so it cannot know whether an older code or refresh token was spent, or
@@ -75,7 +80,7 @@ describe("A restart with the in-memory store", () => {
     assertOAuthError(await refresh(restart.url, held.revoked), 400, "invalid_grant");
   });
 
-  test("After the restart a new sign-in works: the client registered before it signs in again, get_secret → 200", async () => {
+  test("After the restart a new sign-in works: a client registered before it signs in, get_secret → 200", async () => {
     const tokens = await signIn(restart.url, { clientId: held.registeredClientId });
     assert.equal((await callTool(restart.url, "get_secret", tokens.access_token)).status, 200);
     assert.equal((await refresh(restart.url, tokens)).status, 200, "and its refresh token rotates");
@@ -127,12 +132,12 @@ withRedis({ name: "A restart with the Redis store", purpose: "to run the restart
       assert.equal(answer.status, 200, answer.text);
     });
 
-    test("A code redeemed before the restart, replayed after it → 400 invalid_grant, and its session dies", async () => {
+    test("A code redeemed before the restart, replayed after it → 400 invalid_grant; its session dies", async () => {
       assertOAuthError(await redeem(restart.url, held.redeemedCode), 400, "invalid_grant");
       assertInvalidToken(await callTool(restart.url, "get_secret", held.fromRedeemedCode.access_token));
     });
 
-    test("A refresh token spent before the restart, presented after it → 400 invalid_grant, and its session dies", async () => {
+    test("A refresh token spent before the restart, used after → 400 invalid_grant; its session dies", async () => {
       assertOAuthError(await refresh(restart.url, held.rotatedAway), 400, "invalid_grant");
       assertOAuthError(await refresh(restart.url, held.rotatedTo), 400, "invalid_grant");
     });
@@ -218,7 +223,7 @@ class Restart {
 // Connection: close; close idle connections at once; cut what remains when the grace period ends; exit.
 
 describe("Shutdown on SIGTERM and SIGINT", () => {
-  test("SIGTERM: requests in flight are answered, uploads still arriving too, with Connection: close; idle connections close; new ones are not served; exit 0 within the grace period", async () => {
+  test("SIGTERM: requests and uploads in flight answered (Connection: close), idle closed, exit 0", async () => {
     const server = await spawnServer();
     const tokens = await signIn(server.url);
     const codes = await Promise.all([0, 1, 2].map(() => authorizeCode(server.url)));
@@ -291,7 +296,7 @@ describe("Shutdown on SIGTERM and SIGINT", () => {
     );
   });
 
-  test("SIGTERM: an answer already streaming (elicit_url's event stream) runs to its end, then its connection closes", async () => {
+  test("SIGTERM: an answer already streaming (elicit_url) runs to its end, then its connection closes", async () => {
     const server = await spawnServer();
     // The 2025-era elicit_url answers with an event stream that asks the client something, and waits.
     const stream = await RawConnection.open(server.port);
@@ -319,7 +324,7 @@ describe("Shutdown on SIGTERM and SIGINT", () => {
     assertExitedByItself(await server.exited, server);
   });
 
-  test("SIGINT: an upload still unfinished when the grace period ends is cut without an answer, after the finished one is answered; exit 0", async () => {
+  test("SIGINT: the finished upload is answered, the one unfinished when grace ends is cut; exit 0", async () => {
     const server = await spawnServer();
     const [code, stalledCode] = await Promise.all([authorizeCode(server.url), authorizeCode(server.url)]);
     const finishing = await startUpload(server.port, "/token", redeemBody(code));
@@ -349,8 +354,14 @@ describe("Shutdown on SIGTERM and SIGINT", () => {
 });
 
 describe("startServer's close(graceMs)", () => {
-  test("close(graceMs) answers the upload in flight with Connection: close, cuts the stalled one once graceMs has passed, and resolves", async () => {
-    const running = await startServer({ port: 0, host: "127.0.0.1", jwtSecret: SECRET, log: () => {} });
+  test("close(graceMs) answers the upload in flight (Connection: close), cuts the stalled one, resolves", async () => {
+    const running = await startServer({
+      ...SHORT_TIMEOUTS,
+      port: 0,
+      host: "127.0.0.1",
+      jwtSecret: SECRET,
+      log: () => {},
+    });
     const port = Number(new URL(running.url).port);
     const [code, stalledCode] = await Promise.all([authorizeCode(running.url), authorizeCode(running.url)]);
     const finishing = await startUpload(port, "/token", redeemBody(code));
@@ -367,8 +378,14 @@ describe("startServer's close(graceMs)", () => {
     await assertNotServed(port);
   });
 
-  test("A request whose headers finish arriving after close() began → 200 with Connection: close, then its connection closes", async () => {
-    const running = await startServer({ port: 0, host: "127.0.0.1", jwtSecret: SECRET, log: () => {} });
+  test("Headers finishing after close() began → 200 with Connection: close, then the connection closes", async () => {
+    const running = await startServer({
+      ...SHORT_TIMEOUTS,
+      port: 0,
+      host: "127.0.0.1",
+      jwtSecret: SECRET,
+      log: () => {},
+    });
     const port = Number(new URL(running.url).port);
     const connection = await RawConnection.open(port);
     const headers = getRequest(port, "/");
@@ -396,21 +413,31 @@ describe("A client that hangs up mid-request", () => {
   let running: RunningServer;
   let port = 0;
   const logs: string[] = [];
+  const events: Event[] = [];
 
   before(async () => {
     running = await startServer({
+      ...SHORT_TIMEOUTS,
       port: 0,
       host: "127.0.0.1",
       jwtSecret: SECRET,
       logRequests: true, // the request trace is on: its line for a request says the server is done with it
       log: (line) => logs.push(line),
+      onEvent: (event) => events.push(event),
     });
     port = Number(new URL(running.url).port);
   });
   after(() => running.close(0));
 
-  /** How many trace lines say the server is done with a POST to `path`. */
-  const traced = (path: string) => logs.filter((line) => line.startsWith(`[request] POST ${path} `)).length;
+  /**
+   * How many requests the server says it is done with, for POSTs to `path`: its request events, and its
+   * trace lines (written in batches, so they may come a moment after the event).
+   */
+  const traced = (path: string) =>
+    Math.min(
+      events.filter((event) => event.type === "request" && event.method === "POST" && event.path === path).length,
+      logs.filter((line) => line.startsWith(`[request] POST ${path} `)).length,
+    );
 
   for (const path of ["/token", "/register", "/authorize", "/mcp"]) {
     test(`An upload to ${path} closed mid-body is not an error: no [error] line, the server serves on`, async () => {
@@ -419,7 +446,7 @@ describe("A client that hangs up mid-request", () => {
       upload.connection.write(upload.body.subarray(0, 700));
       upload.connection.destroy();
       await until(() => traced(path) > before);
-      assertNothingLeft(logs);
+      assertNothingLeft(logs, events);
       await assertStillServing(running.url);
     });
   }
@@ -430,7 +457,7 @@ describe("A client that hangs up mid-request", () => {
     connection.write('400\r\n{"jsonrpc":"2.0",');
     connection.destroy();
     await until(() => traced("/mcp") > before);
-    assertNothingLeft(logs);
+    assertNothingLeft(logs, events);
     await assertStillServing(running.url);
   });
 
@@ -442,7 +469,7 @@ describe("A client that hangs up mid-request", () => {
     assert.equal(answer?.status, 413);
     upload.connection.destroy();
     await until(() => traced("/register") > before);
-    assertNothingLeft(logs);
+    assertNothingLeft(logs, events);
     await assertStillServing(running.url);
   });
 
@@ -457,20 +484,31 @@ describe("A client that hangs up mid-request", () => {
     );
     connection.destroy();
     await until(() => traced("/mcp") > before);
-    assertNothingLeft(logs);
+    assertNothingLeft(logs, events);
     await assertStillServing(running.url);
   });
 
-  test("After all of them nothing is left in flight: close() resolves without waiting out its grace period", async () => {
+  test("After all of them nothing is in flight: close() resolves without waiting out its grace period", async () => {
     const grace = 120_000; // anything still in flight would hold close() this long
-    const closed = await Promise.race([running.close(grace).then(() => "closed"), sleep(grace / 4).then(() => "held")]);
+    const held = new AbortController(); // the fallback timer must not keep this process alive once close() won
+    const closed = await Promise.race([
+      running.close(grace).then(() => "closed"),
+      sleepUnless(grace / 4, held.signal).then(() => "held"),
+    ]);
+    held.abort();
     assert.equal(closed, "closed");
   });
 });
 
-function assertNothingLeft(logs: string[]) {
+function assertNothingLeft(logs: string[], events: Event[]) {
   assert.deepEqual(logs.filter((line) => /^\[error\]/.test(line)), [], "no [error] line");
   assert.deepEqual(logs.filter((line) => / → 5\d\d /.test(line)), [], "no 5xx in the request trace");
+  assert.deepEqual(events.filter((event) => event.type === "server_error"), [], "no server_error event");
+  assert.deepEqual(
+    events.filter((event) => event.type === "request" && (event.status ?? 0) >= 500),
+    [],
+    "no 5xx request event",
+  );
 }
 
 async function assertStillServing(base: string) {
@@ -760,6 +798,14 @@ function dechunk(rest: Buffer): { body: Buffer; size: number } | undefined {
 // ─── Small helpers ───────────────────────────────────────────────────────────────────────────────
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Sleeps `ms`, or resolves never once `signal` aborts (its timer cleared, so it holds nothing open). */
+function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
+  });
+}
 
 /** Waits until `condition` holds, checking every 20 ms; 30 s without it is a failure, not a hang. */
 async function until(condition: () => boolean | Promise<boolean>): Promise<void> {
