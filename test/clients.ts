@@ -13,7 +13,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
-import { type RunningServer, startServer } from "../server.ts";
+import { type RunningServer, type ServerOptions, startServer } from "../server.ts";
 import { clientDocuments, consentForm, decide } from "./helpers.ts";
 
 /** Where the clients say they listen for the callback. Nothing listens: the "user" reads the 303 instead. */
@@ -29,9 +29,9 @@ export const CLIENT_METADATA_URL = clientDocuments.client(CLIENT_METADATA_PATH, 
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** A server for one test suite: random port, loopback, silent, short-lived access tokens. */
-export function startTestServer(accessTokenTtlSeconds = 1): Promise<RunningServer> {
-  return startServer({ port: 0, host: "127.0.0.1", log: () => {}, accessTokenTtlSeconds });
+/** A server for one test suite: random port, loopback, silent, short-lived access tokens; `options` on top. */
+export function startTestServer(accessTokenTtlSeconds = 1, options: ServerOptions = {}): Promise<RunningServer> {
+  return startServer({ port: 0, host: "127.0.0.1", log: () => {}, accessTokenTtlSeconds, ...options });
 }
 
 // ─── The user ────────────────────────────────────────────────────────────────────────────────────
@@ -269,11 +269,23 @@ export interface FlowOptions<
   makeClient(context: ClientContext<Tokens, ClientInfo, Discovery>): ClientUnderTest;
   /** Extra checks right after connecting (protocol era, first method sent). */
   afterConnect?(client: ClientUnderTest, fetchLog: FetchLog): void | Promise<void>;
+  /** More options for the server under test (reactiveAuthOnly, …). */
+  serverOptions?: ServerOptions;
+  /**
+   * The discovery requests the client must make after the 401, as "METHOD /path": by default a
+   * protected-resource document under /.well-known/oauth-protected-resource, and the root RFC 8414 metadata.
+   */
+  discovery?: { resourceMetadata: string; authorizationServerMetadata: string };
+  /** The issuer's path under the server's origin ("" by default; "/oauth" when reactiveAuthOnly). */
+  issuerPath?: string;
 }
 
 const SECRET_TEXT = /The secret is: .+/;
 
-/** Declares the lazy-auth flow as ordered tests in a suite; each step builds on the previous one. */
+/**
+ * Declares the lazy-auth flow as ordered tests in a suite; each step builds on the previous one, so the
+ * suite runs its steps one at a time even inside a group whose suites run side by side.
+ */
 export function describeLazyAuthFlow<
   Tokens extends { access_token: string },
   ClientInfo extends { client_id: string },
@@ -282,7 +294,7 @@ export function describeLazyAuthFlow<
   name: string,
   options: FlowOptions<Tokens, ClientInfo, Discovery>,
 ) {
-  describe(name, () => {
+  describe(name, { concurrency: false }, () => {
     let srv: RunningServer;
     let client: ClientUnderTest;
     const fetchLog = new FetchLog();
@@ -291,7 +303,7 @@ export function describeLazyAuthFlow<
     );
 
     before(async () => {
-      srv = await startTestServer(1);
+      srv = await startTestServer(1, options.serverOptions);
       client = options.makeClient({ mcpUrl: new URL(`${srv.url}/mcp`), provider, fetchLog });
     });
     after(async () => {
@@ -322,7 +334,11 @@ export function describeLazyAuthFlow<
       const callback = await approveAsUser(authorizationUrl);
       assert.equal(callback.origin + callback.pathname, REDIRECT_URL);
       assert.ok(callback.searchParams.get("code"), "the callback carries a code");
-      assert.equal(callback.searchParams.get("iss"), srv.url, "RFC 9207: the callback names the issuer");
+      assert.equal(
+        callback.searchParams.get("iss"),
+        `${srv.url}${options.issuerPath ?? ""}`,
+        "RFC 9207: the callback names the issuer",
+      );
       assert.equal(callback.searchParams.get("state"), provider.lastState, "the state comes back unchanged");
       const codeGrantsBefore = fetchLog.grants("authorization_code").length;
       if (client.validatesIss) {
@@ -369,17 +385,28 @@ export function describeLazyAuthFlow<
       assert.equal(provider.authorizationUrls.length, 0);
     });
 
-    it("get_secret meets 401; the client discovers, authorizes (approved by the user) and the retry returns the secret", async () => {
+    it("get_secret meets 401; the client discovers, the user approves, and the retry gets the secret", async () => {
       await authorizeThroughUnauthorized("get_secret", 1);
       const paths = fetchLog.paths();
-      assert.ok(
-        paths.some((p) => p.startsWith("GET /.well-known/oauth-protected-resource")),
-        "fetched the protected-resource metadata",
-      );
-      assert.ok(
-        paths.includes("GET /.well-known/oauth-authorization-server"),
-        "fetched the authorization-server metadata",
-      );
+      if (options.discovery) {
+        assert.ok(
+          paths.includes(options.discovery.resourceMetadata),
+          `${options.discovery.resourceMetadata}: ${paths}`,
+        );
+        assert.ok(
+          paths.includes(options.discovery.authorizationServerMetadata),
+          `${options.discovery.authorizationServerMetadata}: ${paths}`,
+        );
+      } else {
+        assert.ok(
+          paths.some((p) => p.startsWith("GET /.well-known/oauth-protected-resource")),
+          "fetched the protected-resource metadata",
+        );
+        assert.ok(
+          paths.includes("GET /.well-known/oauth-authorization-server"),
+          "fetched the authorization-server metadata",
+        );
+      }
 
       const clientId = provider.authorizationUrls[0]!.searchParams.get("client_id");
       if (options.cimd) {

@@ -1,11 +1,12 @@
 /**
- * Issue #12, the upstream example's options, black-box over HTTP against real listening servers:
+ * The upstream example's options, black-box over HTTP against real listening servers:
  *   - `/ttl/<seconds>/mcp`: the same MCP endpoint as a resource of its own, whose tokens live <seconds>;
  *   - `reactiveAuthOnly` (`REACTIVE_AUTH_ONLY=1`): auth is found only by following a 401;
  *   - `createHandler`: mounted in Express under /lazy-auth, in a plain node:http server with `basePath`,
  *     and behind a `PUBLIC_URL` that includes the mount;
- *   - the request trace (`logRequests`, on at the command line unless `LOG_REQUESTS=0`).
- * Where the issue asks for it, the official SDK 1.x client runs the whole lazy flow.
+ *   - the request trace (`logRequests`, on at the command line unless `LOG_REQUESTS=0`) and the event
+ *     stream behind it (`onEvent`).
+ * For each option that changes discovery or URLs, an official SDK client runs the whole lazy flow.
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -16,6 +17,7 @@ import { createServer, type Server } from "node:http";
 import { connect } from "node:net";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { isDeepStrictEqual } from "node:util";
 import express from "express";
 import { decodeJwt } from "jose";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -26,11 +28,12 @@ import {
   UnauthorizedError,
 } from "@modelcontextprotocol/sdk/client/auth.js";
 import type { OAuthClientInformationMixed, OAuthTokens } from "@modelcontextprotocol/sdk/shared/auth.js";
-import { createHandler, type LazyAuthHandler, type RunningServer, startServer } from "../server.ts";
+import { createHandler, type LazyAuthEvent, type LazyAuthHandler, type RunningServer, startServer } from "../server.ts";
 import {
   type Answer,
   authorizeUrl,
   CLIENT_ID,
+  clientDocuments,
   consentPage,
   decide,
   pkcePair,
@@ -39,7 +42,15 @@ import {
   REDIRECT_URI,
   request,
 } from "./helpers.ts";
-import { approveAsUser, CLIENT_METADATA_URL, FetchLog, TestOAuthProvider, toolText } from "./clients.ts";
+import {
+  approveAsUser,
+  CLIENT_METADATA_URL,
+  describeLazyAuthFlow,
+  FetchLog,
+  TestOAuthProvider,
+  toolText,
+} from "./clients.ts";
+import { sdkV2Client, type SdkV2Context } from "./sdk-v2-client.ts";
 
 const QUIET = { port: 0, host: "127.0.0.1", log: () => {} };
 const SECRET_TEXT = /The secret is: /;
@@ -197,7 +208,7 @@ describe("/ttl/<seconds>/mcp: the same MCP endpoint, its own resource, metadata 
     assert.match(whoami.json?.result?.content?.[0]?.text ?? "", /anonymous/);
   });
 
-  test("get_secret at /ttl/600/mcp without a token → 401 naming /.well-known/oauth-protected-resource/ttl/600/mcp", async () => {
+  test("get_secret at /ttl/600/mcp, no token → 401 naming its own resource metadata (path-inserted)", async () => {
     assertChallenge(
       await callToolAt(ttlMcp, "get_secret"),
       `${base}/.well-known/oauth-protected-resource/ttl/600/mcp`,
@@ -205,7 +216,7 @@ describe("/ttl/<seconds>/mcp: the same MCP endpoint, its own resource, metadata 
     );
   });
 
-  test("Its RFC 9728 metadata (path-inserted) → 200 with resource <base>/ttl/600/mcp and this authorization server", async () => {
+  test("Its RFC 9728 metadata → 200: resource <base>/ttl/600/mcp, this authorization server", async () => {
     const metadata = await getJson(`${base}/.well-known/oauth-protected-resource/ttl/600/mcp`);
     assert.equal(metadata.resource, ttlMcp);
     assert.deepEqual(metadata.authorization_servers, [base]);
@@ -221,7 +232,7 @@ describe("/ttl/<seconds>/mcp: the same MCP endpoint, its own resource, metadata 
     }
   });
 
-  test("Zero, negative, non-numeric or out-of-range TTLs → 404 not_found (JSON), at the endpoint and its metadata", async () => {
+  test("Zero, negative, non-numeric or out-of-range TTLs → 404 not_found, at the endpoint and metadata", async () => {
     for (const seconds of ["0", "-5", "abc", "1.5", "1e3", "86401", "100000", ""]) {
       assertOAuthError(await rpcAt(`${base}/ttl/${seconds}/mcp`, "ping"), 404, "not_found");
       assertOAuthError(
@@ -241,7 +252,7 @@ describe("/ttl/<seconds>/mcp: the same MCP endpoint, its own resource, metadata 
     }
   });
 
-  test("A token for /ttl/600/mcp: expires_in 600, the access token lives 600 s, the session at least as long", async () => {
+  test("A token for /ttl/600/mcp: expires_in 600, the access token lives 600 s, the session as long", async () => {
     const tokens = await tokensFor(base, ttlMcp);
     assert.equal(tokens.expires_in, 600);
     const access = decodeJwt(tokens.access_token);
@@ -249,7 +260,11 @@ describe("/ttl/<seconds>/mcp: the same MCP endpoint, its own resource, metadata 
     const lifetime = (access.exp ?? 0) - (access.iat ?? 0);
     assert.ok(lifetime >= 600 && lifetime <= 601, `the access token lives 600 s (exp - iat = ${lifetime})`);
     const refresh = decodeJwt(tokens.refresh_token);
-    assert.ok((refresh.exp ?? 0) >= (access.exp ?? Infinity), "the session outlives the access token");
+    const refreshLifetime = (refresh.exp ?? 0) - (refresh.iat ?? 0);
+    assert.ok(
+      refreshLifetime >= 300 && refreshLifetime <= 301,
+      `the refresh token lives the refresh lifetime, 300 s (exp - iat = ${refreshLifetime})`,
+    );
 
     const refreshed = await postForm(`${base}/token`, {
       grant_type: "refresh_token",
@@ -257,12 +272,17 @@ describe("/ttl/<seconds>/mcp: the same MCP endpoint, its own resource, metadata 
       client_id: CLIENT_ID,
     });
     assert.equal(refreshed.status, 200, `the refresh grant answers 200: ${refreshed.text}`);
-    assert.equal(refreshed.json?.expires_in, 600, "a refreshed token lives as long");
-    assert.equal(decodeJwt(refreshed.json?.access_token).aud, ttlMcp);
+    // The session (600 s here: the longer of the refresh and access lifetimes) began a moment ago, and no
+    // access token outlives it: a refreshed one lives as long, up to the second the session has used.
+    const expiresIn = refreshed.json?.expires_in;
+    assert.ok(expiresIn >= 599 && expiresIn <= 600, `a refreshed token lives as long: expires_in ${expiresIn}`);
+    const refreshedAccess = decodeJwt(refreshed.json?.access_token);
+    assert.equal(refreshedAccess.aud, ttlMcp);
+    assert.ok((refreshedAccess.exp ?? Infinity) <= (access.exp ?? 0), "it ends no later than the session's first");
     assertSecret(await callToolAt(ttlMcp, "get_secret", refreshed.json?.access_token));
   });
 
-  test("A token for /ttl/600/mcp works there → 200, and is refused at /mcp and other TTL paths → 401 invalid_token", async () => {
+  test("A /ttl/600/mcp token works there → 200; at /mcp and other TTL paths → 401 invalid_token", async () => {
     const { access_token: token } = await tokensFor(base, ttlMcp);
     assertSecret(await callToolAt(ttlMcp, "get_secret", token));
     assertChallenge(
@@ -321,29 +341,56 @@ describe("reactiveAuthOnly: auth is discoverable only through a 401", () => {
   });
   after(() => server.close());
 
-  test("A probe of the root documents finds no auth: authorization-server metadata → 404, resource metadata names no server", async () => {
-    assertOAuthError(await request(`${base}/.well-known/oauth-authorization-server`), 404, "not_found");
-    const root = await getJson(`${base}/.well-known/oauth-protected-resource`);
-    assert.equal(root.authorization_servers, undefined, `no authorization server at the root: ${JSON.stringify(root)}`);
-    assert.equal(root.resource, `${base}/mcp`);
+  /** The MCP endpoints a host may be pointed at, as paths. */
+  const MCP_PATHS = ["/mcp", "/ttl/600/mcp", "/ttl/1/mcp"];
+
+  test("Every resource document a host probes (root, /mcp, /ttl/N/mcp) → 200 naming no auth server", async () => {
+    const probes = [
+      ["/.well-known/oauth-protected-resource", "/mcp"],
+      ...MCP_PATHS.map((path) => [`/.well-known/oauth-protected-resource${path}`, path]),
+    ];
+    for (const [probe, path] of probes) {
+      const metadata = await getJson(`${base}${probe}`);
+      assert.equal(
+        metadata.authorization_servers,
+        undefined,
+        `${probe} names no authorization server: ${JSON.stringify(metadata)}`,
+      );
+      assert.equal(metadata.resource, `${base}${path}`, probe);
+      assert.deepEqual(metadata.scopes_supported, ["mcp"], probe);
+      assert.deepEqual(metadata.bearer_methods_supported, ["header"], probe);
+    }
   });
 
-  test("The 401's resource_metadata → 200 naming the issuer <base>/oauth; its RFC 8414 §3 metadata → 200", async () => {
-    const refused = await callToolAt(`${base}/mcp`, "get_secret");
-    assertChallenge(refused, `${base}/.well-known/oauth-protected-resource/mcp`, false);
-    const resource = await getJson(`${base}/.well-known/oauth-protected-resource/mcp`);
-    assert.deepEqual(resource.authorization_servers, [issuer]);
+  test("Every authorization-server document a host probes (root, under an MCP path) → 404 not_found", async () => {
+    const probes = ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"];
+    for (const path of MCP_PATHS) {
+      probes.push(`/.well-known/oauth-authorization-server${path}`, `/.well-known/openid-configuration${path}`);
+      probes.push(`${path}/.well-known/openid-configuration`);
+    }
+    for (const probe of probes) assertOAuthError(await request(`${base}${probe}`), 404, "not_found");
+  });
+
+  test("The 401's resource_metadata, outside /.well-known/ → 200 naming <base>/oauth; its metadata → 200", async () => {
+    for (const path of MCP_PATHS) {
+      const metadataUrl = `${base}/oauth/protected-resource${path}`;
+      assertChallenge(await callToolAt(`${base}${path}`, "get_secret"), metadataUrl, false);
+      assertChallenge(await callToolAt(`${base}${path}`, "get_secret", "not-a-token"), metadataUrl, true);
+      assert.ok(!new URL(metadataUrl).pathname.startsWith("/.well-known/"), "no host probes there unprompted");
+      const resource = await getJson(metadataUrl);
+      assert.equal(resource.resource, `${base}${path}`);
+      assert.deepEqual(resource.authorization_servers, [issuer], `${metadataUrl} names the issuer`);
+      assert.deepEqual(resource.scopes_supported, ["mcp"]);
+    }
     const metadataUrl = authorizationServerMetadataUrl(issuer);
     assert.equal(metadataUrl, `${base}/.well-known/oauth-authorization-server/oauth`);
     const metadata = await getJson(metadataUrl);
     assert.equal(metadata.issuer, issuer, "RFC 8414 §3.3: the issuer is the one the document was found for");
     assert.equal(metadata.authorization_endpoint, `${base}/authorize`);
     assert.equal(metadata.token_endpoint, `${base}/token`);
-    const ttl = await getJson(`${base}/.well-known/oauth-protected-resource/ttl/600/mcp`);
-    assert.deepEqual(ttl.authorization_servers, [issuer], "the /ttl/ resources name the same issuer");
   });
 
-  test("iss in the authorization response and in the tokens is <base>/oauth; the token works at /mcp → 200", async () => {
+  test("iss in the authorization response and in the tokens is <base>/oauth; the token works at /mcp", async () => {
     const { callback, exchange } = await signInFor(base, `${base}/mcp`);
     assert.equal(callback.searchParams.get("iss"), issuer, "RFC 9207 iss");
     assert.equal(exchange.status, 200, `the code exchange answers 200: ${exchange.text}`);
@@ -352,15 +399,16 @@ describe("reactiveAuthOnly: auth is discoverable only through a 401", () => {
     assertSecret(await callToolAt(`${base}/mcp`, "get_secret", exchange.json?.access_token));
   });
 
-  test("The official SDK 1.x client still completes the lazy flow, through /.well-known/oauth-authorization-server/oauth", async () => {
+  test("The SDK 1.x client completes the flow: 401 → /oauth/protected-resource/mcp → issuer's metadata", async () => {
     const flow = await sdkLazyFlow(`${base}/mcp`);
     assert.match(flow.secret, SECRET_TEXT);
     const paths = flow.fetchLog.paths();
+    assert.ok(paths.includes("GET /oauth/protected-resource/mcp"), paths.join(", "));
     assert.ok(paths.includes("GET /.well-known/oauth-authorization-server/oauth"), paths.join(", "));
     assert.equal(flow.callback.searchParams.get("iss"), issuer);
   });
 
-  test("Without reactiveAuthOnly the root documents name the authorization server, and /oauth metadata → 404", async () => {
+  test("Without reactiveAuthOnly the root documents name the authorization server; /oauth metadata → 404", async () => {
     const proactive = await startServer(QUIET);
     try {
       const root = await getJson(`${proactive.url}/.well-known/oauth-protected-resource`);
@@ -376,6 +424,22 @@ describe("reactiveAuthOnly: auth is discoverable only through a 401", () => {
     }
   });
 });
+
+// The whole story (public calls, 401, OAuth, retry, silent refresh, revocation, re-authorization) in the
+// reactive-only mode, by the 2.x client in the 2026-07-28 era: it finds auth only through the 401.
+describeLazyAuthFlow(
+  "reactiveAuthOnly: @modelcontextprotocol/client 2.x, 2026-07-28, Client ID Metadata Document: the whole lazy flow",
+  {
+    cimd: true,
+    serverOptions: { reactiveAuthOnly: true },
+    issuerPath: "/oauth",
+    discovery: {
+      resourceMetadata: "GET /oauth/protected-resource/mcp",
+      authorizationServerMetadata: "GET /.well-known/oauth-authorization-server/oauth",
+    },
+    makeClient: (context: SdkV2Context) => sdkV2Client(context, { pin: "2026-07-28" }),
+  },
+);
 
 // ─── createHandler: mounting in an existing app ──────────────────────────────────────────────────
 
@@ -397,7 +461,7 @@ async function assertAdvertisedUnder(served: string, base: string) {
 }
 
 describe("createHandler: everything startServer serves, as a request listener to mount", () => {
-  test("createHandler resolves to a node:http request listener; in a plain server it answers the lazy flow", async () => {
+  test("createHandler resolves to a node:http request listener; in a plain server it serves the flow", async () => {
     const handler: LazyAuthHandler = await createHandler({ log: () => {} });
     assert.equal(typeof handler, "function");
     const { origin, close } = await listen(createServer(handler));
@@ -410,7 +474,7 @@ describe("createHandler: everything startServer serves, as a request listener to
     }
   });
 
-  test("In Express, app.use('/lazy-auth', handler): every advertised URL carries /lazy-auth (req.baseUrl) → 200", async () => {
+  test("In Express, app.use('/lazy-auth', handler): every advertised URL carries /lazy-auth → 200", async () => {
     const app = express();
     app.use("/lazy-auth", await createHandler({ log: () => {} }));
     const { origin, close } = await listen(createServer(app));
@@ -428,7 +492,7 @@ describe("createHandler: everything startServer serves, as a request listener to
     }
   });
 
-  test("Another framework passes basePath: the handler strips /lazy-auth itself and answers the root forms → 200", async () => {
+  test("Another framework passes basePath: the handler strips /lazy-auth, answers the root forms → 200", async () => {
     // A plain node:http server hands the handler the full path, as frameworks without a mount do.
     const { origin, close } = await listen(
       createServer(await createHandler({ log: () => {}, basePath: "/lazy-auth" })),
@@ -459,8 +523,20 @@ describe("createHandler: everything startServer serves, as a request listener to
     try {
       const served = `${origin}/lazy-auth`; // reached on loopback, as a reverse proxy would forward it
       await assertAdvertisedUnder(served, publicBase);
+      // Behind a public URL a loopback metadata-document client_id is refused unfetched; the client registers.
+      const loopbackDocument = clientDocuments.client("/options/behind-public-url.json", [REDIRECT_URI]);
+      const refused = await request(
+        `${served}/authorize${authorizeUrl(publicBase, { clientId: loopbackDocument }).search}`,
+      );
+      assertOAuthError(refused, 400, "invalid_client");
+      assert.equal(clientDocuments.fetches("/options/behind-public-url.json"), 0, "the document is never fetched");
+      const registered = await postJson(`${served}/register`, { redirect_uris: [REDIRECT_URI], client_name: "Proxy" });
+      assert.equal(registered.status, 201, registered.text);
+      const clientId: string = registered.json.client_id;
       const pkce = pkcePair();
-      const { form } = await consentPage(new URL(`${served}/authorize${authorizeUrl(publicBase, { pkce }).search}`));
+      const { form } = await consentPage(
+        new URL(`${served}/authorize${authorizeUrl(publicBase, { pkce, clientId }).search}`),
+      );
       assert.equal(form.action.href, `${publicBase}/authorize`, "the consent form posts to the public URL");
       const approved = await decide({ ...form, action: new URL(`${served}/authorize`) }, "approve");
       assert.equal(approved.status, 303, `approving answers 303: ${approved.text}`);
@@ -470,7 +546,7 @@ describe("createHandler: everything startServer serves, as a request listener to
         grant_type: "authorization_code",
         code: callback.searchParams.get("code") ?? "",
         code_verifier: pkce.verifier,
-        client_id: CLIENT_ID,
+        client_id: clientId,
       });
       assert.equal(exchange.status, 200, `the code exchange answers 200: ${exchange.text}`);
       const access = decodeJwt(exchange.json?.access_token);
@@ -483,7 +559,7 @@ describe("createHandler: everything startServer serves, as a request listener to
   });
 });
 
-describe("createHandler in Express with basePath and the root rewrite: an SDK client's whole flow at /lazy-auth/mcp", () => {
+describe("createHandler in Express with basePath and the root rewrite: an SDK client's flow at /lazy-auth/mcp", () => {
   let origin = "";
   let base = "";
   let close = () => Promise.resolve();
@@ -556,6 +632,36 @@ function logCollector() {
   };
 }
 
+/** What the `onEvent` option received, with a way to wait (without a clock) for an event still to come. */
+function eventCollector() {
+  const events: LazyAuthEvent[] = [];
+  const waiting: { match: (event: LazyAuthEvent) => boolean; resolve: (event: LazyAuthEvent) => void }[] = [];
+  return {
+    events,
+    onEvent(event: LazyAuthEvent) {
+      events.push(event);
+      for (const waiter of waiting.filter((w) => w.match(event))) {
+        waiting.splice(waiting.indexOf(waiter), 1);
+        waiter.resolve(event);
+      }
+    },
+    next(match: (event: LazyAuthEvent) => boolean): Promise<LazyAuthEvent> {
+      const found = events.find(match);
+      return found !== undefined ? Promise.resolve(found) : new Promise((resolve) => waiting.push({ match, resolve }));
+    },
+  };
+}
+
+/** An event as plain data to compare: its time zeroed, fields left undefined dropped. */
+function timeless(event: LazyAuthEvent): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries({ ...event, at: 0 }).filter(([, value]) => value !== undefined),
+  );
+}
+
+/** Lets the trace's batched lines be written: they go out once per turn of the event loop. */
+const linesWritten = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 const TRACE = /^\[request\] (\S+) (\S+) → (\d{3}) bearer=(yes|no) (".*")$/;
 /** Every kind of line break and control character a log reader might honour (C0, DEL, C1, U+2028/9). */
 // deno-lint-ignore no-control-regex -- matching control characters is the point
@@ -578,13 +684,15 @@ describe("The request trace: one line per request through the log option", () =>
   const collected = logCollector();
   const marker = () => `trace-${randomBytes(4).toString("hex")}`;
   const traceOf = (agent: string) => collected.next((line) => line.startsWith("[request] ") && line.includes(agent));
+  const seen = eventCollector();
+  const eventOf = (agent: string) => seen.next((event) => event.type === "request" && event.agent === agent);
   before(async () => {
-    server = await startServer({ ...QUIET, log: collected.log, logRequests: true });
+    server = await startServer({ ...QUIET, log: collected.log, logRequests: true, onEvent: seen.onEvent });
     base = server.url;
   });
   after(() => server.close());
 
-  test("A request → one line: method, path without the query, status, bearer=no and the quoted user agent", async () => {
+  test("A request → one line: method, path without the query, status, bearer=no, the quoted user agent", async () => {
     const agent = marker();
     const answer = await request(`${base}/.well-known/oauth-protected-resource/mcp?code=secret-in-query`, {
       headers: { "user-agent": agent },
@@ -667,6 +775,12 @@ describe("The request trace: one line per request through the log option", () =>
     await new Promise((resolve) => setTimeout(resolve, 100));
     socket.destroy();
     assert.equal(await traceOf(agent), `[request] POST /token → (closed before an answer) bearer=no "${agent}"`);
+    const event = await eventOf(agent);
+    assert.equal(event.type === "request" && event.status, undefined, "the request event says the client left");
+    assert.deepEqual(
+      timeless(event),
+      { type: "request", at: 0, method: "POST", path: "/token", bearer: false, agent },
+    );
   });
 
   test("Imported, startServer writes no trace line without logRequests", async () => {
@@ -675,7 +789,117 @@ describe("The request trace: one line per request through the log option", () =>
     assert.equal((await request(`${server.url}/`)).status, 200);
     assertOAuthError(await request(`${server.url}/nowhere`), 404, "not_found");
     await server.close(); // every answer has closed: a trace line would have been written by now
+    await linesWritten();
     assert.deepEqual(collected.lines.filter((line) => line.startsWith("[request]")), []);
+  });
+
+  test("Every request reaches onEvent as one request event, logRequests or not; never the token", async () => {
+    const quiet = logCollector();
+    const seen = eventCollector();
+    const server = await startServer({ ...QUIET, log: quiet.log, onEvent: seen.onEvent });
+    try {
+      const agent = marker();
+      const before = Date.now();
+      const metadata = await request(`${server.url}/.well-known/oauth-protected-resource/mcp?code=secret-in-query`, {
+        headers: { "user-agent": agent },
+      });
+      assert.equal(metadata.status, 200, metadata.text);
+      const event = await seen.next((e) => e.type === "request" && e.agent === agent);
+      assert.ok(event.at >= before && event.at <= Date.now(), `at is the time of the event: ${event.at}`);
+      assert.deepEqual(timeless(event), {
+        type: "request",
+        at: 0,
+        method: "GET",
+        path: "/.well-known/oauth-protected-resource/mcp",
+        status: 200,
+        bearer: false,
+        agent,
+      });
+
+      const tokenAgent = marker();
+      const token = `not-a-valid-token-${tokenAgent}`;
+      const message = { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "get_secret", arguments: {} } };
+      const refused = await postJson(`${server.url}/mcp`, message, {
+        authorization: `Bearer ${token}`,
+        "user-agent": tokenAgent,
+      });
+      assertChallenge(refused, `${server.url}/.well-known/oauth-protected-resource/mcp`, true);
+      const call = await seen.next((e) => e.type === "request" && e.agent === tokenAgent);
+      assert.deepEqual(
+        timeless(call),
+        { type: "request", at: 0, method: "POST", path: "/mcp", status: 401, bearer: true, agent: tokenAgent },
+      );
+      const challenged = await seen.next((e) => e.type === "challenge");
+      assert.deepEqual(
+        timeless(challenged),
+        { type: "challenge", at: 0, path: "/mcp", tool: "get_secret", tokenSent: true },
+      );
+      assert.ok(!JSON.stringify(seen.events).includes(token), "no event carries the token");
+      assert.ok(!JSON.stringify(seen.events).includes("secret-in-query"), "nor a query value");
+      await linesWritten();
+      assert.deepEqual(quiet.lines.filter((line) => line.startsWith("[request]")), [], "and the trace stays quiet");
+    } finally {
+      await server.close();
+    }
+  });
+
+  test("A sign-in is told as events naming the client by its label, none carrying a token or code", async () => {
+    const seen = eventCollector();
+    const server = await startServer({ ...QUIET, onEvent: seen.onEvent });
+    try {
+      const base = server.url;
+      const pkce = pkcePair();
+      const { form } = await consentPage(authorizeUrl(base, { pkce }));
+      const approved = await decide(form, "approve");
+      assert.equal(approved.status, 303, approved.text);
+      const code = new URL(approved.headers.get("location") ?? "").searchParams.get("code") ?? "";
+      const exchange = await postForm(`${base}/token`, {
+        grant_type: "authorization_code",
+        code,
+        code_verifier: pkce.verifier,
+        client_id: CLIENT_ID,
+      });
+      assert.equal(exchange.status, 200, exchange.text);
+      const refresh = { grant_type: "refresh_token", refresh_token: exchange.json.refresh_token, client_id: CLIENT_ID };
+      const rotated = await postForm(`${base}/token`, refresh);
+      assert.equal(rotated.status, 200, rotated.text);
+      assertOAuthError(await postForm(`${base}/token`, refresh), 400, "invalid_grant"); // reuse
+
+      // The consent events know the document's client_name; at /token the client is known by its id.
+      const document = new URL(CLIENT_ID);
+      const id = `${document.host}${document.pathname}`;
+      const session = String(decodeJwt(exchange.json.access_token).sid).slice(0, 8);
+      const told = seen.events.filter((e) => e.type !== "request").map(timeless);
+      const named = { name: "Test client", id };
+      const expected = [
+        { type: "consent_shown", at: 0, client: named, resource: `${base}/mcp` },
+        { type: "consent_approved", at: 0, client: named },
+      ];
+      for (const event of expected) {
+        assert.ok(told.some((e) => isDeepStrictEqual(e, event)), `${JSON.stringify(event)} in ${JSON.stringify(told)}`);
+      }
+      for (const type of ["code_exchanged", "tokens_refreshed", "refresh_reused", "session_revoked"]) {
+        const event = told.find((e) => e.type === type);
+        assert.equal(event?.session, session, `${type} names the session by its first 8 characters`);
+        if (type !== "session_revoked") assert.equal((event?.client as { id?: string })?.id, id, `${type}'s client`);
+      }
+      const all = JSON.stringify(seen.events);
+      for (
+        const secret of [
+          exchange.json.access_token,
+          exchange.json.refresh_token,
+          rotated.json.access_token,
+          rotated.json.refresh_token,
+          code,
+          form.consent,
+          CLIENT_ID,
+        ]
+      ) {
+        assert.ok(!all.includes(secret), `no event carries ${secret.slice(0, 24)}…`);
+      }
+    } finally {
+      await server.close();
+    }
   });
 });
 
