@@ -134,7 +134,7 @@ describe("oauth4webapi against the lazy-auth server", () => {
         assert.deepEqual(client.redirect_uris, [REDIRECT_URL]);
       });
 
-      it("authorizes with PKCE; validateAuthResponse checks state and iss, and refuses a tampered or missing iss; the code is exchanged", async () => {
+      it("PKCE; validateAuthResponse checks state and iss (tampered, missing refused); code exchanged", async () => {
         const verifier = oauth.generateRandomCodeVerifier();
         const state = oauth.generateRandomState();
         const authorizationUrl = new URL(as.authorization_endpoint!);
@@ -200,8 +200,12 @@ describe("oauth4webapi against the lazy-auth server", () => {
           await toolResultText(await callTool(mcpUrl, tokens.access_token, "get_secret")),
           /The secret is: .+/,
         );
+        // whoami names the client the token was issued to: a registered one by its client_name, a
+        // metadata-document one by its document's host and path.
         const whoami = await toolResultText(await callTool(mcpUrl, tokens.access_token, "whoami"));
-        assert.ok(whoami.includes(client.client_id), "whoami names the client the token was issued to");
+        const document = new URL(CLIENT_METADATA_URL);
+        const shown = kind === "dynamic registration" ? "oauth4webapi interop" : `${document.host}${document.pathname}`;
+        assert.equal(whoami, `You are demo-user, signed in through ${shown}.`);
       });
 
       it("refreshes (rotation): the new access token works, and the spent refresh token is refused", async () => {

@@ -4,6 +4,7 @@
  * with dynamic client registration. The 1.x `finishAuth` takes only the code: it does not check the
  * RFC 9207 `iss` of the callback (the shared flow still checks the server sends it).
  */
+import { describe } from "node:test";
 import assert from "node:assert/strict";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -39,13 +40,17 @@ function handshakeEra(_client: ClientUnderTest, fetchLog: { mcpMethods(): string
   );
 }
 
-for (const cimd of [true, false]) {
-  describeLazyAuthFlow(
-    `@modelcontextprotocol/sdk 1.x, handshake era, ${cimd ? "Client ID Metadata Document" : "dynamic registration"}`,
-    {
-      cimd,
-      makeClient: sdkV1Client,
-      afterConnect: handshakeEra,
-    },
-  );
-}
+// The two suites run side by side: each has its own server, and most of their time is spent waiting for an
+// access token to expire.
+describe("@modelcontextprotocol/sdk 1.x through the lazy flow", { concurrency: true }, () => {
+  for (const cimd of [true, false]) {
+    describeLazyAuthFlow(
+      `@modelcontextprotocol/sdk 1.x, handshake era, ${cimd ? "Client ID Metadata Document" : "dynamic registration"}`,
+      {
+        cimd,
+        makeClient: sdkV1Client,
+        afterConnect: handshakeEra,
+      },
+    );
+  }
+});

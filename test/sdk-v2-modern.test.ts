@@ -4,6 +4,7 @@
  * 2026-07-28 and in "auto" negotiation, each with a Client ID Metadata Document URL and with dynamic
  * client registration.
  */
+import { describe } from "node:test";
 import assert from "node:assert/strict";
 import type { VersionNegotiationMode } from "@modelcontextprotocol/client";
 import { describeLazyAuthFlow, type FetchLog } from "./clients.ts";
@@ -26,15 +27,19 @@ const modes: [string, VersionNegotiationMode][] = [[`pinned to ${MODERN}`, { pin
   "auto negotiation",
   "auto",
 ]];
-for (const [label, mode] of modes) {
-  for (const cimd of [true, false]) {
-    describeLazyAuthFlow(
-      `@modelcontextprotocol/client 2.x, ${label}, ${cimd ? "Client ID Metadata Document" : "dynamic registration"}`,
-      {
-        cimd,
-        makeClient: (context: SdkV2Context) => sdkV2Client(context, mode),
-        afterConnect: (client, fetchLog) => modernEra(client as SdkV2ClientUnderTest, fetchLog),
-      },
-    );
+// The four suites run side by side: each has its own server, and most of their time is spent waiting for an
+// access token to expire.
+describe("@modelcontextprotocol/client 2.x, 2026-07-28, through the lazy flow", { concurrency: true }, () => {
+  for (const [label, mode] of modes) {
+    for (const cimd of [true, false]) {
+      describeLazyAuthFlow(
+        `@modelcontextprotocol/client 2.x, ${label}, ${cimd ? "Client ID Metadata Document" : "dynamic registration"}`,
+        {
+          cimd,
+          makeClient: (context: SdkV2Context) => sdkV2Client(context, mode),
+          afterConnect: (client, fetchLog) => modernEra(client as SdkV2ClientUnderTest, fetchLog),
+        },
+      );
+    }
   }
-}
+});
