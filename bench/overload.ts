@@ -590,7 +590,8 @@ function printSummary() {
     for (const run of runs) {
       for (const [name, figures] of [["one request each", run.oneRequestEach], ["busy", run.busy]] as const) {
         lines.push(
-          `  ${name}: connect p50/p99/max ${figures.connectMs.p50}/${figures.connectMs.p99}/${figures.connectMs.max} ms, ` +
+          `  ${name}: connect p50/p99/max ${figures.connectMs.p50}/${figures.connectMs.p99}/` +
+            `${figures.connectMs.max} ms, ` +
             `${figures.connectsOver1s} over 1 s; first answer p50/p99/max ${figures.firstAnswerMs.p50}/` +
             `${figures.firstAnswerMs.p99}/${figures.firstAnswerMs.max} ms; ${figures.neverAnswered} never answered; ` +
             `${figures.requests} requests, ${figures.requestsOver2s} over 2 s, ${figures.wrongAnswers} wrong; ` +

@@ -114,7 +114,8 @@ export function listeningPid(pids: number[], port: number): number {
 
 /** Machine-wide busy and total CPU time from /proc/stat, in seconds summed over all CPUs. */
 export function machineCpuSeconds(): { busy: number; total: number } {
-  const line = fs.readFileSync("/proc/stat", "latin1").split("\n")[0]; // "cpu  user nice system idle iowait irq softirq steal ..."
+  // "cpu  user nice system idle iowait irq softirq steal ..."
+  const line = fs.readFileSync("/proc/stat", "latin1").split("\n")[0];
   const v = line.trim().split(/\s+/).slice(1).map(Number);
   const total = v.slice(0, 8).reduce((a, b) => a + b, 0);
   const idle = v[3] + (v[4] ?? 0);

@@ -1,6 +1,6 @@
 // CPU profile of this server under the full-flow load.
 //
-//   tsx bench/profile.ts [seconds=10] [--401] [--keep]
+//   tsx bench/profile.ts [seconds=10] [--401] [--keep] [--no-trace]
 //   tsx bench/profile.ts --from FILE.cpuprofile --ops N [--401]     (analyse a kept profile again)
 //
 // Starts `node --import tsx --cpu-prof server.ts`, drives the same flow load as the bench
@@ -9,7 +9,8 @@
 // unauthenticated protected call at 32 connections instead and prints where its CPU time went:
 // self time by function, by origin (server.ts, jose, node internals, GC, ...), and the
 // inclusive time of the functions defined in server.ts. With --keep the .cpuprofile is kept
-// (load it in Chrome DevTools or any cpuprofile viewer).
+// (load it in Chrome DevTools or any cpuprofile viewer). The request trace is on, as `npm start` runs the
+// server, and goes to a pipe this process drains; --no-trace sets LOG_REQUESTS=0.
 
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -26,6 +27,7 @@ const HOST = "127.0.0.1";
 const SECONDS = Number(process.argv[2] && /^\d+(\.\d+)?$/.test(process.argv[2]) ? process.argv[2] : 10);
 const KEEP = process.argv.includes("--keep");
 const UNAUTH = process.argv.includes("--401");
+const NO_TRACE = process.argv.includes("--no-trace");
 
 interface CallFrame {
   functionName: string;
@@ -252,11 +254,20 @@ async function main(): Promise<void> {
   }
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lazy-auth-prof-"));
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    PORT: String(port),
+    JWT_SECRET: "bench-only-secret-0123456789abcdefghijklmnopqrstuvwxyz",
+  };
+  if (NO_TRACE) env.LOG_REQUESTS = "0";
+  else delete env.LOG_REQUESTS; // the request trace on, as `npm start` runs the server
   const child = spawn(process.execPath, ["--import", "tsx", "--cpu-prof", `--cpu-prof-dir=${dir}`, "server.ts"], {
     cwd: ROOT,
-    env: { ...process.env, PORT: String(port), JWT_SECRET: "bench-only-secret-0123456789abcdefghijklmnopqrstuvwxyz" },
-    stdio: ["ignore", "ignore", "inherit"],
+    env,
+    stdio: ["ignore", "pipe", "inherit"], // the trace goes to a pipe drained here, as to a terminal
   });
+  let traceBytes = 0;
+  child.stdout!.on("data", (chunk: Buffer) => void (traceBytes += chunk.length));
   const t0 = performance.now();
   for (;;) {
     const c = new HttpConnection(HOST, port);
@@ -279,7 +290,7 @@ async function main(): Promise<void> {
   process.stderr.write(
     `profile: ${w.ops} ${UNAUTH ? "401 answers" : "flows"} in ${w.seconds.toFixed(1)} s, ${w.errors} errors${
       w.errors ? ` (${w.errorSamples[0]})` : ""
-    }\n`,
+    }; request trace ${NO_TRACE ? "off" : `on: ${traceBytes} bytes`}\n`,
   );
   const exited = new Promise((r) => child.once("exit", r));
   child.kill("SIGTERM");
