@@ -126,6 +126,7 @@ type EventBody =
     type: "request";
     method: string;
     path: string;
+    rpc?: string; // on MCP endpoints: the JSON-RPC method, and the tool a tools/call names
     status?: number;
     bearer: boolean;
     agent: string;
@@ -205,6 +206,7 @@ interface HttpCall {
   query: URLSearchParams;
   body: string; // "" for a GET
   client?: ClientLabel; // set once a handler knows the client: the request event names it
+  rpc?: string; // set by /mcp: what the request asked, for the request event
 }
 
 /** Signs a token of one kind. Kinds that lean on the single-use memory also carry the memory's epoch. */
@@ -920,6 +922,8 @@ async function mcp(ctx: Context, call: HttpCall) {
   const request = readRpcRequest(ctx, call);
   if (!request) return; // answered already: an error, or 202 for a notification
   const { id, params } = request;
+  const tool = typeof params.name === "string" ? ` ${params.name.slice(0, 60)}` : "";
+  call.rpc = `${request.method.slice(0, 60)}${request.method === "tools/call" ? tool : ""}`;
   // MCP 2026-07-28 requests name their version in params._meta (and the MCP-Protocol-Version header);
   // anything else is served as the 2025 handshake era, unchanged.
   const meta = isObject(params._meta) ? params._meta : {};
@@ -1298,6 +1302,7 @@ function emitRequestEvent(ctx: Context, call: HttpCall) {
       type: "request",
       method: req.method ?? "",
       path: call.path,
+      rpc: call.rpc,
       status: res.writableFinished ? res.statusCode : undefined,
       bearer: req.headers.authorization !== undefined,
       agent: (req.headers["user-agent"] ?? "-").slice(0, 60),

@@ -161,7 +161,13 @@ function actorsOfEvent(event: OtherEvent): [Actor, Actor] {
 }
 
 /** What a request means from its method, path and status alone (the events it carried say more). */
-export function requestLine(method: string, path: string, status: number | null, bearer: boolean): FlowLine {
+export function requestLine(
+  method: string,
+  path: string,
+  status: number | null,
+  bearer: boolean,
+  rpc?: string,
+): FlowLine {
   if (status === null) return { text: "the client left before the answer", tone: "quiet" };
   if (method === "OPTIONS") {
     return { text: "CORS preflight from a browser-based host", cite: "Fetch §CORS", tone: "quiet" };
@@ -178,9 +184,10 @@ export function requestLine(method: string, path: string, status: number | null,
       return { text: "no stream to open here: POST only", cite: "MCP Streamable HTTP", tone: "quiet" };
     }
     if (status < 300) {
+      const call = rpc ?? "MCP call";
       return bearer
-        ? { text: "MCP call with its bearer token: accepted", cite: "RFC 6750 §2.1", tone: "ok" }
-        : { text: "MCP call without a token: public, answered", cite: "MCP Streamable HTTP", tone: "ok" };
+        ? { text: `${call} with its bearer token: accepted`, cite: "RFC 6750 §2.1", tone: "ok" }
+        : { text: `${call} without a token: public, answered`, cite: "MCP Streamable HTTP", tone: "ok" };
     }
     return { text: `MCP request refused (HTTP ${status})`, cite: "MCP Streamable HTTP", tone: "fail" };
   }
@@ -387,6 +394,7 @@ export function sanitize(event: LazyAuthEvent): LazyAuthEvent {
         type: "request",
         method: clean(event.method, 12),
         path: cleanPath(event.path),
+        rpc: typeof event.rpc === "string" ? clean(event.rpc, 80) : undefined,
         status: typeof event.status === "number" ? event.status : undefined,
         bearer: event.bearer === true,
         agent: clean(event.agent, 160),
@@ -461,7 +469,7 @@ const strongest = (lines: FlowLine[]): Tone =>
 function linesOf(request: RequestEvent | undefined, events: OtherEvent[]): FlowLine[] {
   const lines = events.map((event, index) => eventLine(event, events.slice(0, index)));
   if (lines.length > 0 || request === undefined) return lines;
-  return [requestLine(request.method, request.path, request.status ?? null, request.bearer)];
+  return [requestLine(request.method, request.path, request.status ?? null, request.bearer, request.rpc)];
 }
 
 // ─── The hub: events in, steps out to every viewer ─
