@@ -166,13 +166,17 @@ function gatherDots(): LineFilter {
   };
 }
 
+/**
+ * Deno's closing line ("ok | 63 passed (421 steps) | 0 failed"). Deno runs a node:test file's describe
+ * blocks as its tests and the tests inside them as steps: the steps are what Node counts, so they are
+ * counted when there are any, the tests otherwise.
+ */
 function denoTally(output: string): Tally | null {
   const line = output.split("\n").reverse().find((text) => /^(ok|FAILED) \| \d+ passed/.test(text));
   if (!line) return null;
-  const [passed, passedSteps] = [number(line, /(\d+) passed/), number(line, /passed \((\d+) steps?\)/)];
-  const [failed, failedSteps] = [number(line, /(\d+) failed/), number(line, /failed \((\d+) steps?\)/)];
-  const [ignored, ignoredSteps] = [number(line, /(\d+) ignored/), number(line, /ignored \((\d+) steps?\)/)];
-  return { passed: passed + passedSteps, failed: failed + failedSteps, skipped: ignored + ignoredSteps };
+  const count = (word: string) =>
+    number(line, new RegExp(`${word} \\((\\d+) steps?\\)`)) || number(line, new RegExp(`(\\d+) ${word}`));
+  return { passed: count("passed"), failed: count("failed"), skipped: count("ignored") };
 }
 
 function bunTally(output: string): Tally | null {
