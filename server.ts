@@ -58,6 +58,8 @@ export interface ServerOptions {
 
 class ConfigError extends Error {}
 
+const SHUTDOWN_GRACE_MS = 8_000; // inside the 10 s a container runtime waits after SIGTERM before SIGKILL
+
 type Config = ReturnType<typeof readConfig>;
 
 /** Options win over the environment; a bad value stops startup with one clear line. */
@@ -87,7 +89,7 @@ function readConfig(options: ServerOptions) {
     elicitationWaitMs: (options.elicitationWaitSeconds ?? 60) * 1000,
     headersTimeoutMs: options.headersTimeoutMs ?? 10_000,
     requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
-    shutdownGraceMs: options.shutdownGraceMs ?? 8_000, // inside the 10 s a container runtime gives after SIGTERM
+    shutdownGraceMs: options.shutdownGraceMs ?? SHUTDOWN_GRACE_MS,
     metadataTimeoutMs: options.metadataTimeoutMs ?? 3_000,
   };
 }
@@ -1023,12 +1025,12 @@ function dispatch(ctx: Context, call: HttpCall, request: RpcRequest, caller: Cal
     return { result: { ...discovered, ...cacheHint, _meta: serverInfo } };
   }
   if (method === "initialize" && era === "2025") return initialize(params); // 2026-07-28 has no handshake
-  if (method === "ping") return { result: {} };
+  if (method === "ping" && era === "2025") return { result: {} }; // 2026-07-28 dropped ping (SEP-2575)
   if (method === "tools/list") return { result: { tools: TOOLS, ...cacheHint } };
   if (method === "tools/call") return callTool(ctx, call, request, caller, era);
   if (method === "resources/list") return { result: { resources: VIEW_RESOURCES, ...cacheHint } };
   if (method === "resources/templates/list") return { result: { resourceTemplates: [], ...cacheHint } };
-  if (method === "resources/read") return readResource(params, era);
+  if (method === "resources/read") return readResource(params, era, cacheHint);
   return { error: { code: -32601, message: `Method not found: ${method}` } };
 }
 
@@ -1763,7 +1765,7 @@ const VIEW_RESOURCES = [
   { uri: SECRET_VIEW_URI, name: "Secret", mimeType: VIEW_MIME, description: "Shows what get_secret returned" },
 ];
 
-function readResource(params: Record<string, unknown>, era: Era): Outcome {
+function readResource(params: Record<string, unknown>, era: Era, cacheHint: Record<string, unknown>): Outcome {
   const { uri } = params;
   if (typeof uri !== "string") return { error: { code: -32602, message: "Invalid params: uri is required" } };
   const text = uri === AUTH_BUTTON_VIEW_URI ? AUTH_BUTTON_VIEW : uri === SECRET_VIEW_URI ? SECRET_VIEW : undefined;
@@ -1772,7 +1774,7 @@ function readResource(params: Record<string, unknown>, era: Era): Outcome {
     const code = era === "2026-07-28" ? -32602 : -32002;
     return { error: { code, message: `Resource not found: ${quoteInput(uri)}`, data: { uri } } };
   }
-  return { result: { contents: [{ uri, mimeType: VIEW_MIME, text }] } };
+  return { result: { contents: [{ uri, mimeType: VIEW_MIME, text }], ...cacheHint } };
 }
 
 /** What both views share: the host's theme (else the system's), and the view side of the protocol. */
@@ -2143,7 +2145,7 @@ if (isEntryPoint) {
       console.log(`HOST is ${process.env.HOST} but PUBLIC_URL is unset: only a loopback Host header is served`);
     }
     const stop = (signal: string) => {
-      console.log(`${signal}: finishing the requests in flight, then exiting`);
+      console.log(`${signal}: finishing the requests in flight (up to ${SHUTDOWN_GRACE_MS / 1000} s), then exiting`);
       void running.close().then(() => process.exit(0));
     };
     process.once("SIGINT", stop).once("SIGTERM", stop);
