@@ -1722,10 +1722,9 @@ describe("/mcp in the 2026-07-28 era", () => {
     );
   });
 
-  test("ping → 200 with resultType complete", async () => {
-    const answer = await modern("ping");
-    assertRpcResult(answer);
-    assert.equal(answer.json.result.resultType, "complete");
+  test("ping → 404 -32601: the 2026-07-28 era has no ping (SEP-2575), the 2025 era keeps it", async () => {
+    assertRpcError(await modern("ping"), 404, -32601);
+    assertRpcResult(await rpc(base, { jsonrpc: "2.0", id: 1, method: "ping" }));
   });
 
   test("resources/templates/list → 200 with an empty resourceTemplates list and resultType complete", async () => {
