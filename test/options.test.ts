@@ -827,7 +827,16 @@ describe("The request trace: one line per request through the log option", () =>
       const call = await seen.next((e) => e.type === "request" && e.agent === tokenAgent);
       assert.deepEqual(
         timeless(call),
-        { type: "request", at: 0, method: "POST", path: "/mcp", status: 401, bearer: true, agent: tokenAgent },
+        {
+          type: "request",
+          at: 0,
+          method: "POST",
+          path: "/mcp",
+          rpc: "tools/call get_secret",
+          status: 401,
+          bearer: true,
+          agent: tokenAgent,
+        },
       );
       const challenged = await seen.next((e) => e.type === "challenge");
       assert.deepEqual(
