@@ -1,6 +1,6 @@
 // CPU profile of this server under the full-flow load.
 //
-//   tsx bench/profile.ts [seconds=10] [--401] [--keep] [--no-trace]
+//   tsx bench/profile.ts [seconds=10] [--401] [--keep] [--no-trace] [--floor] [--top N]
 //   tsx bench/profile.ts --from FILE.cpuprofile --ops N [--401]     (analyse a kept profile again)
 //
 // Starts `node --import tsx --cpu-prof server.ts`, drives the same flow load as the bench
@@ -10,7 +10,9 @@
 // self time by function, by origin (server.ts, jose, node internals, GC, ...), and the
 // inclusive time of the functions defined in server.ts. With --keep the .cpuprofile is kept
 // (load it in Chrome DevTools or any cpuprofile viewer). The request trace is on, as `npm start` runs the
-// server, and goes to a pipe this process drains; --no-trace sets LOG_REQUESTS=0.
+// server, and goes to a pipe this process drains; --no-trace sets LOG_REQUESTS=0. --floor profiles the floor the
+// bench sets beside the server instead (floor-servers.mjs: the jose floor, or with --401 the bare 401 responder),
+// under the same load: the difference between the two profiles is what server.ts adds.
 
 import { spawn } from "node:child_process";
 import fs from "node:fs";
@@ -28,6 +30,8 @@ const SECONDS = Number(process.argv[2] && /^\d+(\.\d+)?$/.test(process.argv[2]) 
 const KEEP = process.argv.includes("--keep");
 const UNAUTH = process.argv.includes("--401");
 const NO_TRACE = process.argv.includes("--no-trace");
+const TOP_FUNCTIONS = process.argv.includes("--top") ? Number(process.argv[process.argv.indexOf("--top") + 1]) : 30;
+const JOSE_FLOOR = process.argv.includes("--floor"); // the floor beside it: the jose floor, or with --401 the bare one
 
 interface CallFrame {
   functionName: string;
@@ -179,8 +183,18 @@ function analyse(p: CpuProfile, flows: number, unit: string): string {
     byId.set(n.id, n);
     for (const c of n.children ?? []) parent.set(c, n.id);
   }
+  // Start-up (module loading, the tsx loader's compilation) is left out: samples count from the first one taken
+  // inside node:http's request handling, the first request the server answered.
+  const inRequest = (id: number) => {
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      if (byId.get(cur)!.callFrame.url === "node:_http_server") return true;
+    }
+    return false;
+  };
+  const first = Math.max(0, p.samples.findIndex(inRequest));
+  const skippedMs = p.timeDeltas.slice(0, first).reduce((a, b) => a + b, 0) / 1000;
   const self = new Map<number, number>(); // µs per node
-  for (let i = 0; i < p.samples.length; i++) {
+  for (let i = first; i < p.samples.length; i++) {
     self.set(p.samples[i], (self.get(p.samples[i]) ?? 0) + (p.timeDeltas[i] ?? 0));
   }
   let total = 0;
@@ -225,13 +239,15 @@ function analyse(p: CpuProfile, flows: number, unit: string): string {
     `profile: ${((p.endTime - p.startTime) / 1e6).toFixed(1)} s wall, ${
       (busy / 1000).toFixed(0)
     } ms on CPU in the main thread ` +
-    `= ${(busy / flows).toFixed(0)} µs per ${unit} (idle excluded; start-up included; % of busy time)`,
+    `= ${(busy / flows).toFixed(0)} µs per ${unit} (idle excluded; % of busy time; the first ${
+      skippedMs.toFixed(0)
+    } ms, start-up until the first request, left out)`,
     "",
     "self time by origin:",
     ...top(selfByOrigin, 15),
     "",
-    "self time by function (top 30):",
-    ...top(selfByFn, 30),
+    `self time by function (top ${TOP_FUNCTIONS}):`,
+    ...top(selfByFn, TOP_FUNCTIONS),
     "",
     "inclusive time of server.ts functions (top 20):",
     ...top(inclusiveServer, 20),
@@ -261,7 +277,10 @@ async function main(): Promise<void> {
   };
   if (NO_TRACE) env.LOG_REQUESTS = "0";
   else delete env.LOG_REQUESTS; // the request trace on, as `npm start` runs the server
-  const child = spawn(process.execPath, ["--import", "tsx", "--cpu-prof", `--cpu-prof-dir=${dir}`, "server.ts"], {
+  const program = JOSE_FLOOR
+    ? [path.join(BENCH_DIR, "floor-servers.mjs"), UNAUTH ? "401" : "jose", String(port)]
+    : ["--import", "tsx", "server.ts"];
+  const child = spawn(process.execPath, ["--cpu-prof", `--cpu-prof-dir=${dir}`, ...program], {
     cwd: ROOT,
     env,
     stdio: ["ignore", "pipe", "inherit"], // the trace goes to a pipe drained here, as to a terminal

@@ -1017,6 +1017,7 @@ function render(res: Results): string {
     "/upstream",
     "tree MiB",
     "flows served",
+    "jose floor MiB",
     "cold start ms",
     "/upstream",
     "runtime floor ms",
@@ -1029,6 +1030,7 @@ function render(res: Results): string {
       k === "upstream" ? "" : ratio(m?.serverRssMb, up?.memoryAfterFlows?.serverRssMb),
       f(m?.treeRssMb, 1),
       f(m?.flowsServed),
+      k === "upstream" ? "" : f(t[joseKey(k)]?.memoryAfterFlows?.serverRssMb, 1),
       f(t[k].coldStartMs?.median, 1),
       k === "upstream" ? "" : ratio(t[k].coldStartMs?.median, up?.coldStartMs?.median),
       k === "upstream" ? "" : f(t[bareKey(k)]?.coldStartMs?.median, 1),
@@ -1036,7 +1038,8 @@ function render(res: Results): string {
   }
   table(memRows);
   out.push(
-    "  RSS: the listening process right after the flow rounds; tree: with the tsx CLI's wrapper process.",
+    "  RSS: the listening process right after the flow rounds; tree: with the tsx CLI's wrapper process; jose floor:",
+    "  the same runtime after the same rounds with jose loaded and nothing kept (the runtime's own heap sizing).",
     "  runtime floor: the bare 401 responder's first answer on the same runtime (what the runtime itself takes).",
   );
   if (t.tsxImport) {
