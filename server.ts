@@ -464,7 +464,7 @@ function clientLabel(clientId: string, documentName?: string): ClientLabel {
     const id = `${url.host}${url.pathname}`;
     return { name: documentName ?? id, id };
   }
-  const fingerprint = createHash("sha256").update(clientId).digest("base64url").slice(0, 8);
+  const fingerprint = createHash("sha256").update(clientId).digest("hex").slice(0, 8); // hex: easy to read aloud
   let name: unknown;
   try {
     name = decodeJwt(clientId).client_name; // only ever called on a client_id this server signed

@@ -57,7 +57,7 @@ function exec(command: string, args: string[], filter?: LineFilter): Promise<Run
   const PATH = [join(ROOT, "node_modules", ".bin"), process.env.PATH].join(delimiter);
   const child = spawn(command, args, {
     cwd: ROOT,
-    env: { ...process.env, PATH, NO_COLOR: "1" }, // plain text: the output is read in logs as often as on screens
+    env: { DENO_JOBS: "4", ...process.env, PATH, NO_COLOR: "1" }, // plain text: the output is read in logs as often as on screens
     stdio: ["ignore", "pipe", "pipe"],
     shell: process.platform === "win32", // npm's .cmd shims
   });
@@ -141,8 +141,8 @@ async function nodeTests(runner: string[], files: string[]): Promise<Tally> {
   try {
     const reporters = ["--test-reporter=dot", "--test-reporter-destination=stdout"];
     reporters.push("--test-reporter=tap", `--test-reporter-destination=${tapFile}`);
-    // The suites mostly wait on sockets, timers and child processes: three files at a time keep two cores busy.
-    const concurrency = "--test-concurrency=3";
+    // The suites mostly wait on sockets, timers and child processes: four files (and four Deno workers) at a time keep two cores busy.
+    const concurrency = "--test-concurrency=4";
     const run = await exec(runner[0], [...runner.slice(1), "--test", concurrency, ...reporters, ...files]);
     return settle(run, existsSync(tapFile) ? nodeTally(readFileSync(tapFile, "utf8")) : null);
   } finally {
