@@ -951,23 +951,23 @@ async function mcp(ctx: Context, call: HttpCall) {
 
 /** One JSON-RPC 2.0 request from the body; anything else is answered here (an error, or 202) → undefined. */
 function readRpcRequest(ctx: Context, call: HttpCall): RpcRequest | undefined {
-  const invalid = (status: number, code: number, message: string) =>
-    void rpcError(ctx, call, { status, code, message });
-  if (!isJson(call.req.headers["content-type"])) return invalid(415, -32600, "Content-Type must be application/json");
+  if (!isJson(call.req.headers["content-type"])) {
+    return invalid(ctx, call, 415, -32600, "Content-Type must be application/json");
+  }
   const message = parseJson(call.body);
-  if (message === undefined) return invalid(400, -32700, "Parse error: the body is not JSON");
+  if (message === undefined) return invalid(ctx, call, 400, -32700, "Parse error: the body is not JSON");
   if (!isObject(message) || message.jsonrpc !== "2.0") {
-    return invalid(400, -32600, "Invalid Request: expected one JSON-RPC 2.0 message");
+    return invalid(ctx, call, 400, -32600, "Invalid Request: expected one JSON-RPC 2.0 message");
   }
   const { id, method } = message;
   const badId = id !== undefined && typeof id !== "string" && !Number.isFinite(id); // 1e400 parses to Infinity
-  if (badId) return invalid(400, -32600, "Invalid Request: id must be a string or a number");
+  if (badId) return invalid(ctx, call, 400, -32600, "Invalid Request: id must be a string or a number");
   // Notifications, and a client's answers to server requests, are accepted with no body (202); an answer
   // that a 2025 elicit_url stream waits for is handed over.
   const isAnswer = method === undefined && id !== undefined && ("result" in message || "error" in message);
   if (isAnswer) ctx.elicitations.get(String(id))?.(message);
   if (isAnswer || (typeof method === "string" && id === undefined)) return void call.res.writeHead(202).end();
-  if (typeof method !== "string") return invalid(400, -32600, "Invalid Request: method must be a string");
+  if (typeof method !== "string") return invalid(ctx, call, 400, -32600, "Invalid Request: method must be a string");
   const params = message.params ?? {};
   if (!isObject(params)) {
     return void rpcError(ctx, call, {
@@ -978,6 +978,12 @@ function readRpcRequest(ctx: Context, call: HttpCall): RpcRequest | undefined {
     });
   }
   return { id: id as string | number | undefined, method, params };
+}
+
+/** A request that is not one JSON-RPC request: answered here, with no id to echo. */
+function invalid(ctx: Context, call: HttpCall, status: number, code: number, message: string): undefined {
+  rpcError(ctx, call, { status, code, message });
+  return undefined;
 }
 
 const HANDSHAKE_VERSIONS = ["2025-11-25", "2025-06-18", "2025-03-26"];
@@ -1211,20 +1217,18 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | undefin
   return new Promise((resolve, reject) => {
     // Mounted behind a body parser (express.json() before app.use), the stream was read already.
     if (req.readableEnded) return reject(new Error("the body was read before this handler: mount it before parsers"));
-    let refused = false;
-    const refuse = () => {
-      if (!refused) setTimeout(() => req.complete || req.destroy(), 1000).unref();
-      refused = true;
+    if (Number(req.headers["content-length"]) > limit) {
+      cutUnlessComplete(req);
       resolve(undefined);
-    };
-    if (Number(req.headers["content-length"]) > limit) refuse();
+    }
     const chunks: Buffer[] = [];
     let size = 0;
     req.on("data", (chunk: Buffer) => {
       size += chunk.length;
       if (size <= limit) return void chunks.push(chunk);
-      refuse();
+      if (size - chunk.length <= limit) cutUnlessComplete(req); // the first chunk past the limit
       if (size > DRAIN_LIMIT_BYTES) req.destroy();
+      resolve(undefined);
     });
     req.on("end", () => resolve(size > limit ? undefined : Buffer.concat(chunks).toString("utf8")));
     // A client that hangs up mid-body: its buffer goes with it, and the log stays quiet.
@@ -1233,6 +1237,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | undefin
   });
 }
 const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
+const cutUnlessComplete = (req: IncomingMessage) => setTimeout(() => req.complete || req.destroy(), 1000).unref();
 
 /** A node:http request listener; mount it in Express (`app.use("/lazy-auth", handler)`) or any server. */
 export type LazyAuthHandler = (req: IncomingMessage, res: ServerResponse) => void;
