@@ -5,6 +5,7 @@
 //   node bench/floor-servers.mjs flow <port>   canned-response flow server
 //   node bench/floor-servers.mjs jose <port>   the flow with the token operations of server.ts's design
 //   node bench/floor-servers.mjs 401  <port>   bare 401 responder
+//   node bench/floor-servers.mjs body401 <port> 401 responder that reads and parses the JSON-RPC body first
 //
 // The flow floor answers (the same requests as this server's flow, consent page included):
 //   GET  /authorize?...      200 a page of the consent page's size whose form carries redirect_uri and state
@@ -27,8 +28,8 @@ import process from "node:process";
 
 const [mode, portArg] = process.argv.slice(2);
 const port = Number(portArg);
-if (!["flow", "jose", "401"].includes(mode) || !Number.isInteger(port)) {
-  console.error("usage: node floor-servers.mjs flow|jose|401 <port>");
+if (!["flow", "jose", "401", "body401"].includes(mode) || !Number.isInteger(port)) {
+  console.error("usage: node floor-servers.mjs flow|jose|401|body401 <port>");
   process.exit(2);
 }
 const base = `http://127.0.0.1:${port}`;
@@ -218,7 +219,25 @@ const unauthHandler = (req, res) => {
   json(res, 401, UNAUTH_BODY, { "WWW-Authenticate": WWW_AUTH, "Access-Control-Expose-Headers": "WWW-Authenticate" });
 };
 
-const handlers = { flow: flowHandler, jose: joseHandler, "401": unauthHandler };
+// The body-reading 401 floor is the least a lazy-auth server does on that path: it must read the JSON-RPC
+// body to learn which tool is called before it can say that this one needs a token. It reads the body, parses
+// it, and answers the challenge with the request's id; no other check, no trace.
+const bodyUnauthHandler = (req, res) => {
+  if (req.method === "GET") return json(res, 200, META_BODY); // readiness probe
+  const chunks = [];
+  req.on("data", (chunk) => chunks.push(chunk));
+  req.on("end", () => {
+    const message = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+    const answer = JSON.stringify({
+      jsonrpc: "2.0",
+      id: message.id,
+      error: { code: -32001, message: "Auth required" },
+    });
+    json(res, 401, answer, { "WWW-Authenticate": WWW_AUTH, "Access-Control-Expose-Headers": "WWW-Authenticate" });
+  });
+};
+
+const handlers = { flow: flowHandler, jose: joseHandler, "401": unauthHandler, body401: bodyUnauthHandler };
 const server = http.createServer(handlers[mode]);
 server.keepAliveTimeout = 5000;
 server.listen(port, "127.0.0.1");
