@@ -571,12 +571,16 @@ interface ServerProcess {
 const children: ChildProcess[] = [];
 after(() => children.forEach((child) => child.exitCode === null && child.kill("SIGKILL"))); // after a failure
 
-/** `node --import tsx server.ts` on a free loopback port, request trace off; resolves once it listens. */
+/**
+ * `node --import tsx server.ts` on a free loopback port, request trace off; resolves once it listens.
+ * SHUTDOWN_GRACE_MS asks for a 3 s grace period instead of the 8 s default, so the SIGINT test's stalled upload
+ * is cut sooner, where server.ts reads that variable; the assertions use the grace the server announces.
+ */
 async function spawnServer(): Promise<ServerProcess> {
   const port = await freePort();
   const child = spawn("node", ["--import", "tsx", "server.ts"], {
     cwd: ROOT,
-    env: { ...process.env, PORT: String(port), JWT_SECRET: SECRET, LOG_REQUESTS: "0" },
+    env: { ...process.env, PORT: String(port), JWT_SECRET: SECRET, LOG_REQUESTS: "0", SHUTDOWN_GRACE_MS: "3000" },
     stdio: ["ignore", "pipe", "pipe"],
   });
   children.push(child);
