@@ -50,7 +50,7 @@ export interface ServerOptions {
   elicitationWaitSeconds?: number; // how long elicit_url waits for an answer, then for the visit; default 60
   headersTimeoutMs?: number; // a client must send its headers within this; default 10 s
   requestTimeoutMs?: number; // ...and its whole request; default 10 s
-  shutdownGraceMs?: number; // close() lets requests in flight finish this long; default 8 s
+  shutdownGraceMs?: number; // SHUTDOWN_GRACE_MS: close() lets requests in flight finish this long; default 8 s
   metadataTimeoutMs?: number; // one deadline over a client metadata document's whole load; default 3 s
   /** Test stand-in for the DNS lookup a metadata document's host needs; default the system's resolver. */
   resolveHost?: (hostname: string, signal: AbortSignal) => Promise<string[]>;
@@ -89,7 +89,8 @@ function readConfig(options: ServerOptions) {
     elicitationWaitMs: (options.elicitationWaitSeconds ?? 60) * 1000,
     headersTimeoutMs: options.headersTimeoutMs ?? 10_000,
     requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
-    shutdownGraceMs: options.shutdownGraceMs ?? SHUTDOWN_GRACE_MS,
+    shutdownGraceMs: options.shutdownGraceMs ??
+      numberFrom("SHUTDOWN_GRACE_MS", env.SHUTDOWN_GRACE_MS, SHUTDOWN_GRACE_MS, 0, 600_000),
     metadataTimeoutMs: options.metadataTimeoutMs ?? 3_000,
   };
 }
@@ -2144,13 +2145,14 @@ const isEntryPoint = (import.meta as ImportMeta & { main?: boolean }).main ??
   process.argv[1] === fileURLToPath(import.meta.url);
 if (isEntryPoint) {
   startServer({ logRequests: process.env.LOG_REQUESTS !== "0" }).then((running) => {
+    const graceMs = readConfig({}).shutdownGraceMs; // valid: startServer has read the same environment
     const reactive = process.env.REACTIVE_AUTH_ONLY === "1";
     console.log(landingText(process.env.PUBLIC_URL ?? running.url.replace("127.0.0.1", "localhost"), reactive));
     if (process.env.HOST && !process.env.PUBLIC_URL) {
       console.log(`HOST is ${process.env.HOST} but PUBLIC_URL is unset: only a loopback Host header is served`);
     }
     const stop = (signal: string) => {
-      console.log(`${signal}: finishing the requests in flight (up to ${SHUTDOWN_GRACE_MS / 1000} s), then exiting`);
+      console.log(`${signal}: finishing the requests in flight (up to ${graceMs / 1000} s), then exiting`);
       void running.close().then(() => process.exit(0));
     };
     process.once("SIGINT", stop).once("SIGTERM", stop);

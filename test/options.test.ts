@@ -951,6 +951,19 @@ describe("At the command line: the trace on unless LOG_REQUESTS=0; REACTIVE_AUTH
       await running.stop();
     }
   });
+
+  test("SHUTDOWN_GRACE_MS=1500 → a stop announces and keeps a 1.5 s grace", async () => {
+    const running = await startCommandLine({ SHUTDOWN_GRACE_MS: "1500", LOG_REQUESTS: "0" });
+    await running.stop();
+    assert.match(running.output(), /^SIGTERM: finishing the requests in flight \(up to 1\.5 s\)/m);
+  });
+
+  test("SHUTDOWN_GRACE_MS=soon → startup refused with one line naming the variable", async () => {
+    await assert.rejects(
+      startCommandLine({ SHUTDOWN_GRACE_MS: "soon", LOG_REQUESTS: "0" }),
+      /SHUTDOWN_GRACE_MS must be a whole number from 0 to 600000, got "soon"/,
+    );
+  });
 });
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -962,7 +975,9 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 async function startCommandLine(env: Record<string, string>) {
   const clean: Record<string, string> = {};
   for (const [name, value] of Object.entries(process.env)) {
-    const ours = ["PORT", "HOST", "PUBLIC_URL", "LOG_REQUESTS", "REACTIVE_AUTH_ONLY"].includes(name);
+    const ours = ["PORT", "HOST", "PUBLIC_URL", "LOG_REQUESTS", "REACTIVE_AUTH_ONLY", "SHUTDOWN_GRACE_MS"].includes(
+      name,
+    );
     if (value !== undefined && !ours) clean[name] = value;
   }
   const child = spawn("node", ["--import", "tsx", "server.ts"], {
@@ -972,7 +987,7 @@ async function startCommandLine(env: Record<string, string>) {
   });
   let output = "";
   const listeners = new Set<() => void>();
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const exited = new Promise<void>((resolve) => child.once("close", () => resolve())); // after the last output
   for (const stream of [child.stdout, child.stderr]) {
     stream.setEncoding("utf8");
     stream.on("data", (chunk: string) => {
