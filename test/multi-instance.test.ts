@@ -230,7 +230,7 @@ withRedis({
       assert.equal(rotated.status, 200);
     });
 
-    test("Redis silent: 503 once the deadline passes, not a hang; a spend landing late is not honoured", async () => {
+    test("Redis silent: 503 at the deadline, not a hang; then the code is honoured once at most", async () => {
       const { code: liveCode, verifier: liveVerifier } = await authorize(A);
       const live = (await redeemCode(A, liveCode, liveVerifier)).body;
       const fresh = await authorize(A);
@@ -251,16 +251,20 @@ withRedis({
       assert.equal(answers[0].body.error, "temporarily_unavailable");
       assert.ok(elapsed < 3800, `answered after ${elapsed} ms, before the pause ended`);
 
-      // Once Redis answers again, the spend sent during the pause has landed: the code the client was
-      // told 503 about is now spent, so retrying it is refused, never honoured twice.
+      // Once Redis answers again, the code the client was told 503 about is honoured at most once. The spend
+      // sent during the pause usually lands when the pause ends, and then every retry is refused; a spend the
+      // Redis client dropped unsent at its own deadline never landed, and then one retry may be the first use.
       let retry: Answer | undefined;
       for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
         retry = await redeemCode(B, fresh.code, fresh.verifier);
         if (retry.status !== 503) break;
         await new Promise((resolve) => setTimeout(resolve, 250));
       }
-      assert.equal(retry?.status, 400);
-      assert.equal(retry?.body.error, "invalid_grant");
+      if (retry?.status === 200) assert.equal(typeof retry.body.access_token, "string");
+      else assert.equal(retry?.body.error, "invalid_grant", `the retry: ${retry?.status}`);
+      const again = await redeemCode(A, fresh.code, fresh.verifier);
+      assert.equal(again.status, 400, "whatever the retry got, the code is spent now");
+      assert.equal(again.body.error, "invalid_grant");
     });
 
     /** Every token of the session: access refused at both instances, refresh refused at both. */
