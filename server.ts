@@ -2145,17 +2145,18 @@ const isEntryPoint = (import.meta as ImportMeta & { main?: boolean }).main ??
   process.argv[1] === fileURLToPath(import.meta.url);
 if (isEntryPoint) {
   startServer({ logRequests: process.env.LOG_REQUESTS !== "0" }).then((running) => {
+    // The stop handlers go in before the server says it is ready: a signal sent on seeing that line must find them.
     const graceMs = readConfig({}).shutdownGraceMs; // valid: startServer has read the same environment
-    const reactive = process.env.REACTIVE_AUTH_ONLY === "1";
-    console.log(landingText(process.env.PUBLIC_URL ?? running.url.replace("127.0.0.1", "localhost"), reactive));
-    if (process.env.HOST && !process.env.PUBLIC_URL) {
-      console.log(`HOST is ${process.env.HOST} but PUBLIC_URL is unset: only a loopback Host header is served`);
-    }
     const stop = (signal: string) => {
       console.log(`${signal}: finishing the requests in flight (up to ${graceMs / 1000} s), then exiting`);
       void running.close().then(() => process.exit(0));
     };
     process.once("SIGINT", stop).once("SIGTERM", stop);
+    const reactive = process.env.REACTIVE_AUTH_ONLY === "1";
+    console.log(landingText(process.env.PUBLIC_URL ?? running.url.replace("127.0.0.1", "localhost"), reactive));
+    if (process.env.HOST && !process.env.PUBLIC_URL) {
+      console.log(`HOST is ${process.env.HOST} but PUBLIC_URL is unset: only a loopback Host header is served`);
+    }
   }, (error: unknown) => {
     console.error(error instanceof ConfigError ? error.message : `Could not start: ${String(error)}`);
     process.exit(1);
