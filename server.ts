@@ -1218,18 +1218,20 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | undefin
   return new Promise((resolve, reject) => {
     // Mounted behind a body parser (express.json() before app.use), the stream was read already.
     if (req.readableEnded) return reject(new Error("the body was read before this handler: mount it before parsers"));
-    if (Number(req.headers["content-length"]) > limit) {
-      cutUnlessComplete(req);
+    let refused = false;
+    const refuse = () => {
+      if (!refused) setTimeout(() => req.complete || req.destroy(), 1000).unref();
+      refused = true;
       resolve(undefined);
-    }
+    };
+    if (Number(req.headers["content-length"]) > limit) refuse();
     const chunks: Buffer[] = [];
     let size = 0;
     req.on("data", (chunk: Buffer) => {
       size += chunk.length;
       if (size <= limit) return void chunks.push(chunk);
-      if (size - chunk.length <= limit) cutUnlessComplete(req); // the first chunk past the limit
+      refuse();
       if (size > DRAIN_LIMIT_BYTES) req.destroy();
-      resolve(undefined);
     });
     req.on("end", () => resolve(size > limit ? undefined : Buffer.concat(chunks).toString("utf8")));
     // A client that hangs up mid-body: its buffer goes with it, and the log stays quiet.
@@ -1238,7 +1240,6 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | undefin
   });
 }
 const DRAIN_LIMIT_BYTES = 8 * 1024 * 1024;
-const cutUnlessComplete = (req: IncomingMessage) => setTimeout(() => req.complete || req.destroy(), 1000).unref();
 
 /** A node:http request listener; mount it in Express (`app.use("/lazy-auth", handler)`) or any server. */
 export type LazyAuthHandler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -1344,6 +1345,7 @@ function landingText(base: string, reactive: boolean): string {
 export interface RunningServer {
   url: string; // base URL on loopback, e.g. http://127.0.0.1:3097
   server: Server;
+  graceMs: number; // how long close() lets requests in flight finish unless told otherwise
   /** Stops accepting, lets requests in flight finish for up to `graceMs`, then cuts what remains. */
   close(graceMs?: number): Promise<void>;
 }
@@ -1379,6 +1381,7 @@ export async function startServer(options: ServerOptions = {}): Promise<RunningS
   return {
     url: `http://${loopbackName}:${listeningPort}`,
     server,
+    graceMs: config.shutdownGraceMs,
     // A drain, not a cut: stop accepting; every answer from now on says Connection: close, and each
     // keep-alive connection closes after its current answer; what still runs after the grace period is cut.
     close: (graceMs = config.shutdownGraceMs) =>
@@ -2146,9 +2149,8 @@ const isEntryPoint = (import.meta as ImportMeta & { main?: boolean }).main ??
 if (isEntryPoint) {
   startServer({ logRequests: process.env.LOG_REQUESTS !== "0" }).then((running) => {
     // The stop handlers go in before the server says it is ready: a signal sent on seeing that line must find them.
-    const graceMs = readConfig({}).shutdownGraceMs; // valid: startServer has read the same environment
     const stop = (signal: string) => {
-      console.log(`${signal}: finishing the requests in flight (up to ${graceMs / 1000} s), then exiting`);
+      console.log(`${signal}: finishing the requests in flight (up to ${running.graceMs / 1000} s), then exiting`);
       void running.close().then(() => process.exit(0));
     };
     process.once("SIGINT", stop).once("SIGTERM", stop);
